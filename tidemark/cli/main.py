@@ -1,0 +1,4 @@
+"""The `tidemark` command-line entry point."""
+import typer
+
+app = typer.Typer()
