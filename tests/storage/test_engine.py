@@ -1,0 +1,255 @@
+"""The SQLite engine: MVCC reads, arrival time, export/import, GC and protected timestamps."""
+
+from __future__ import annotations
+
+import apsw
+import pytest
+
+from tidemark.errors import (
+    FutureReadError,
+    GCThresholdError,
+    ProtectionError,
+    StoreError,
+    TxnConflictError,
+)
+from tidemark.kv.db import DB
+from tidemark.storage.engine import Span, Window
+
+ALL = Span(b"", b"\xff")
+
+
+def put(engine, **kv) -> int:
+    return engine.commit([(k.encode(), None if v is None else v.encode()) for k, v in kv.items()],
+                         engine.frontier())
+
+
+def read_export(path):
+    conn = apsw.Connection(str(path))
+    rows = conn.execute("SELECT key, ts, value FROM versions ORDER BY key, ts").fetchall()
+    conn.close()
+    return rows
+
+
+def test_reads_see_latest_version_at_or_below_ts(engine):
+    t1 = put(engine, a="1", b="1")
+    t2 = put(engine, a="2")
+    t3 = put(engine, b=None)
+    assert engine.get(b"a", t1) == b"1"
+    assert engine.get(b"a", t2 - 1) == b"1"
+    assert engine.get(b"a", t3) == b"2"
+    assert engine.get(b"b", t3) is None  # tombstone hides the key
+    assert engine.get(b"a", t1 - 1) is None
+    assert engine.scan(b"", b"\xff", t2) == [(b"a", b"2"), (b"b", b"1")]
+    assert engine.scan(b"", b"\xff", t3) == [(b"a", b"2")]
+
+
+def test_scan_bounds_limits_and_reverse(engine):
+    ts = put(engine, a="1", b="2", c="3", d="4")
+    assert engine.scan(b"b", b"d", ts) == [(b"b", b"2"), (b"c", b"3")]
+    assert engine.scan(b"", b"\xff", ts, limit=2) == [(b"a", b"1"), (b"b", b"2")]
+    assert engine.scan(b"", b"\xff", ts, limit=2, reverse=True) == [(b"d", b"4"), (b"c", b"3")]
+    assert engine.scan(b"b", b"d", ts, reverse=True) == [(b"c", b"3"), (b"b", b"2")]
+    ts2 = put(engine, b=None)
+    assert engine.scan(b"", b"\xff", ts2, limit=2) == [(b"a", b"1"), (b"c", b"3")]
+
+
+def test_commit_timestamps_increase_and_advance_frontier(engine):
+    seen = []
+    for i in range(50):
+        seen.append(put(engine, k=str(i)))
+        assert engine.frontier() == seen[-1]
+    assert seen == sorted(set(seen))
+
+
+def test_read_above_frontier_and_below_gc_threshold_are_refused(db, engine):
+    put(engine, a="1")
+    t2 = put(engine, a="2")
+    with pytest.raises(FutureReadError, match="in the future"):
+        db.get(b"a", engine.frontier() + 1)
+    with pytest.raises(FutureReadError):
+        db.txn(read_ts=engine.frontier() + 10**9)
+    engine.gc(t2)
+    with pytest.raises(GCThresholdError, match="below the GC threshold"):
+        db.get(b"a", t2 - 1)
+    with pytest.raises(GCThresholdError):
+        db.scan(b"", b"\xff", ts=t2 - 1)
+    assert db.get(b"a", t2) == b"2"
+
+
+def test_ingest_at_historical_timestamp_has_later_arrival(engine):
+    t1 = put(engine, a="1")
+    put(engine, a="2")
+    commit = engine.ingest([(b"x", b"old"), (b"y", b"old")], ts=t1)
+    versions = {k: (ts, arrival) for k, ts, arrival, _ in engine.versions(b"x", b"z")}
+    assert versions == {b"x": (t1, commit), b"y": (t1, commit)}
+    assert commit > t1 and engine.frontier() == commit
+    assert engine.get(b"x", t1) == b"old"  # visible at its MVCC timestamp
+    # a transaction's version at the same (key, ts) wins over an ingest of it
+    engine.ingest([(b"a", b"ingested")], ts=t1)
+    assert engine.get(b"a", t1) == b"1"
+
+
+def test_ingest_refuses_timestamps_below_gc_or_in_future(engine):
+    put(engine, a="1")
+    t2 = put(engine, a="2")
+    engine.gc(t2)
+    with pytest.raises(GCThresholdError):
+        engine.ingest([(b"z", b"1")], ts=t2 - 5)
+    with pytest.raises(FutureReadError):
+        engine.ingest([(b"z", b"1")], ts=engine.frontier() + 10**12)
+    assert engine.versions(b"z", b"zz") == []
+
+
+def test_conflicting_commit_writes_nothing(db, engine):
+    put(engine, a="0")
+    t = db.txn()
+    assert t.get(b"a") == b"0"
+    put(engine, a="1")
+    t.put(b"a", b"from-t")
+    t.put(b"other", b"x")
+    with pytest.raises(TxnConflictError):
+        t.commit()
+    assert db.get(b"other") is None
+    assert db.get(b"a") == b"1"
+
+
+def test_commit_conflicts_with_ingest_that_arrived_after_read(db, engine):
+    t0 = put(engine, a="0")
+    t = db.txn()
+    assert t.scan(b"m", b"n") == []
+    engine.ingest([(b"mm", b"historical")], ts=t0)  # ts below t.read_ts, arrival after it
+    t.put(b"a", b"x")
+    with pytest.raises(TxnConflictError):
+        t.commit()
+
+
+@pytest.mark.parametrize("all_revisions", [False, True])
+def test_export_mvcc_window(engine, tmp_path, all_revisions):
+    t1 = put(engine, a="1", b="1", c="1")
+    t2 = put(engine, a="2", b=None)
+    t3 = put(engine, d="3")
+    full = engine.export(str(tmp_path / "full"), ALL, 0, t3, all_revisions=all_revisions)
+    rows = read_export(full.path)
+    if all_revisions:
+        assert rows == [(b"a", t1, b"1"), (b"a", t2, b"2"), (b"b", t1, b"1"), (b"b", t2, None),
+                        (b"c", t1, b"1"), (b"d", t3, b"3")]
+    else:  # latest only, and a full export has no tombstones
+        assert rows == [(b"a", t2, b"2"), (b"c", t1, b"1"), (b"d", t3, b"3")]
+    assert full.rows == len(rows)
+    inc = engine.export(str(tmp_path / "inc"), ALL, t1, t2, all_revisions=all_revisions)
+    assert read_export(inc.path) == [(b"a", t2, b"2"), (b"b", t2, None)]
+
+
+def test_export_arrival_window_catches_historical_ingest(engine, tmp_path):
+    t1 = put(engine, a="1")
+    t2 = put(engine, b="2")
+    backfill = engine.ingest([(b"idx1", b"e1"), (b"idx2", b"e2")], ts=t1)
+    t4 = put(engine, c="3")
+    by_mvcc = engine.export(str(tmp_path / "mvcc"), ALL, t2, t4)
+    by_arrival = engine.export(str(tmp_path / "arr"), ALL, t2, t4, window=Window.ARRIVAL)
+    assert [r[0] for r in read_export(by_mvcc.path)] == [b"c"]  # the classic miss
+    assert read_export(by_arrival.path) == [(b"c", t4, b"3"), (b"idx1", t1, b"e1"),
+                                            (b"idx2", t1, b"e2")]
+    assert backfill > t2
+
+
+def test_export_span_is_respected_and_partial_file_never_left(engine, tmp_path):
+    ts = put(engine, a="1", b="2", c="3")
+    out = engine.export(str(tmp_path / "x"), Span(b"b", b"c"), 0, ts)
+    assert read_export(out.path) == [(b"b", ts, b"2")]
+    with pytest.raises(StoreError, match="exists"):
+        engine.export(str(tmp_path / "x"), ALL, 0, ts)
+    with pytest.raises(FutureReadError):
+        engine.export(str(tmp_path / "y"), ALL, 0, ts + 10**12)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "store") == ["x"]
+
+
+def test_import_with_prefix_rewrite(engine, tmp_path):
+    t1 = put(engine, **{"t1/a": "1", "t1/b": "2", "t2/a": "9"})
+    put(engine, **{"t1/a": "1b", "t1/b": None})
+    t3 = engine.frontier()
+    path = engine.export(str(tmp_path / "exp"), Span(b"t1/", b"t10"), 0, t3,
+                         all_revisions=True).path
+    commit = engine.import_file(path, rewrites=[(b"t1/", b"t7/")])
+    assert engine.scan(b"t7/", b"t70", commit) == [(b"t7/a", b"1b")]
+    # the state at an earlier time, written at a chosen timestamp
+    commit2 = engine.import_file(path, rewrites=[(b"t1/", b"t8/")], as_of=t1)
+    assert engine.scan(b"t8/", b"t80", commit2) == [(b"t8/a", b"1"), (b"t8/b", b"2")]
+    assert {a for _, _, a, _ in engine.versions(b"t8/", b"t80")} == {commit2}
+    # every revision, keeping its timestamp
+    commit3 = engine.import_file(path, rewrites=[(b"t1/", b"t9/")], revisions=True)
+    assert [(k, ts) for k, ts, _, _ in engine.versions(b"t9/", b"t90")] == [
+        (b"t9/a", t1), (b"t9/a", t3), (b"t9/b", t1), (b"t9/b", t3)]
+    assert engine.get(b"t9/b", t1) == b"2"
+    assert commit3 > commit2 > commit
+
+
+def test_import_refuses_non_export_files(engine, tmp_path):
+    other = tmp_path / "other.sqlite"
+    conn = apsw.Connection(str(other))
+    conn.execute("CREATE TABLE versions(key, ts, value)")
+    conn.close()
+    with pytest.raises(StoreError, match="not a tidemark export file"):
+        engine.import_file(str(other))
+    with pytest.raises(StoreError, match="no such file"):
+        engine.import_file(str(tmp_path / "missing"))
+
+
+def test_gc_keeps_what_reads_at_threshold_need(engine):
+    t1 = put(engine, a="1", b="1", c="1")
+    t2 = put(engine, a="2", b=None)
+    t3 = put(engine, a="3")
+    stats = engine.gc(t2)
+    assert stats.threshold == t2 and engine.gc_threshold() == t2
+    assert [(k, ts) for k, ts, _, _ in engine.versions(b"", b"\xff")] == [
+        (b"a", t2), (b"a", t3), (b"c", t1)]  # a@t1 shadowed; b's tombstone and b@t1 gone
+    assert stats.removed == 3
+    assert engine.gc(t1).threshold == t2  # the threshold never moves back
+
+
+def test_protected_timestamp_keeps_history_of_its_spans(db, engine):
+    t1 = put(engine, a="1", m="1")
+    put(engine, a="2", m="2")
+    rec = engine.protect(t1, [Span(b"a", b"b")], owner="backup 1")
+    assert engine.protected_records() == [rec]
+    engine.gc(engine.frontier())
+    assert db.get(b"a", t1) == b"1"  # protected
+    with pytest.raises(GCThresholdError):
+        db.get(b"m", t1)  # not protected
+    assert [k for k, _, _, _ in engine.versions(b"m", b"n")] == [b"m"]
+    with pytest.raises(ProtectionError, match="below the GC threshold"):
+        engine.protect(t1, [Span(b"m", b"n")], owner="too late")
+    engine.release(rec.id)
+    with pytest.raises(ProtectionError, match="does not exist"):
+        engine.release(rec.id)
+    engine.gc(engine.frontier())
+    assert len(engine.versions(b"a", b"b")) == 1
+    with pytest.raises(GCThresholdError):
+        db.get(b"a", t1)
+
+
+def test_gc_segments_take_the_lowest_protection():
+    from tidemark.storage.engine import ProtectedRecord
+    from tidemark.storage.sqlite import SQLiteEngine
+
+    recs = [ProtectedRecord("1", 50, (Span(b"b", b"f"),), "x", 0),
+            ProtectedRecord("2", 30, (Span(b"d", b"h"),), "y", 0)]
+    assert SQLiteEngine._gc_segments(100, recs) == [
+        (b"", b"b", 100), (b"b", b"d", 50), (b"d", b"h", 30), (b"h", None, 100)]
+
+
+def test_db_run_retries_conflicts(engine):
+    db = DB(engine)
+    put(engine, n="0")
+    attempts = []
+
+    def incr(txn):
+        attempts.append(1)
+        n = int(txn.get(b"n"))
+        if len(attempts) == 1:
+            put(engine, n=str(n + 100))  # a concurrent writer sneaks in
+        txn.put(b"n", str(n + 1).encode())
+
+    db.run(incr)
+    assert len(attempts) == 2
+    assert db.get(b"n") == b"101"

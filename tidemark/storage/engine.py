@@ -1,0 +1,113 @@
+"""The engine interface: what every MVCC storage engine offers, and the values it exchanges.
+
+An engine stores versions ``(key, ts, arrival, value)`` (``value`` None is a tombstone) and is
+the clock authority for writes: every commit gets ``commit_ts = max(wall clock, frontier + 1)``
+under the engine's write lock, and advances the closed timestamp ``frontier``. It knows nothing
+of tables or settings; what it needs from them (a GC threshold, say) comes in as arguments.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+KEY_MAX = b"\xff\xff\xff\xff"  # sorts after every key the key codec produces
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Span:
+    """Keys in ``[start, end)``."""
+
+    start: bytes
+    end: bytes
+
+    def contains(self, key: bytes) -> bool:
+        return self.start <= key < self.end
+
+    def covers(self, other: Span) -> bool:
+        return self.start <= other.start and other.end <= self.end
+
+
+EVERYTHING = Span(b"", KEY_MAX)
+
+
+class Window(enum.Enum):
+    """How an export selects versions from ``(start_ts, end_ts]``."""
+
+    MVCC = "mvcc"  # by MVCC timestamp: what a read at end_ts sees, changed after start_ts
+    ARRIVAL = "arrival"  # by arrival: everything that physically landed in the window
+
+
+@dataclass(frozen=True, slots=True)
+class ProtectedRecord:
+    """GC keeps every version needed to read ``spans`` at any time at or after ``ts``."""
+
+    id: str
+    ts: int
+    spans: tuple[Span, ...]
+    owner: str
+    created: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExportStats:
+    path: str
+    rows: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class GCStats:
+    threshold: int
+    removed: int
+
+
+class Engine(Protocol):
+    """An MVCC store. Reads never see a version with ``ts`` above the timestamp asked for.
+
+    ``get``/``scan`` do not check their timestamp: callers check with ``check_read_ts``
+    (before reading, for the frontier; after, for GC, so a GC pass that ran meanwhile is seen).
+    """
+
+    def frontier(self) -> int:
+        """The closed timestamp: nothing will ever be written by a transaction at or below it."""
+        ...
+
+    def gc_threshold(self) -> int: ...
+
+    def check_read_ts(self, ts: int, spans: Sequence[Span] = (), *, gc: bool = True) -> None:
+        """Raise FutureReadError above the frontier; with ``gc``, GCThresholdError when GC
+        removed versions a read of ``spans`` at ``ts`` needs (protected spans are readable)."""
+        ...
+
+    def get(self, key: bytes, ts: int) -> bytes | None: ...
+
+    def scan(self, start: bytes, end: bytes, ts: int, limit: int | None = None,
+             reverse: bool = False) -> list[tuple[bytes, bytes]]: ...
+
+    def commit(self, writes: Sequence[tuple[bytes, bytes | None]], read_ts: int,
+               read_keys: Iterable[bytes] = (), read_spans: Sequence[Span] = ()) -> int:
+        """Write atomically at a new timestamp, unless a read was invalidated (TxnConflictError)."""
+        ...
+
+    def ingest(self, rows: Iterable[tuple[bytes, bytes | None]], ts: int | None = None) -> int:
+        """One commit of many rows at ``ts`` (default: the commit's own timestamp)."""
+        ...
+
+    def export(self, path: str, span: Span, start_ts: int, end_ts: int, *,
+               window: Window = Window.MVCC, all_revisions: bool = False) -> ExportStats: ...
+
+    def import_file(self, path: str, *, rewrites: Sequence[tuple[bytes, bytes]] = (),
+                    ts: int | None = None, as_of: int | None = None) -> int: ...
+
+    def gc(self, threshold: int) -> GCStats: ...
+
+    def protect(self, ts: int, spans: Sequence[Span], owner: str) -> ProtectedRecord: ...
+
+    def release(self, record_id: str) -> None: ...
+
+    def protected_records(self) -> list[ProtectedRecord]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,619 @@
+"""The SQLite engine: every MVCC version of every key in one table, with its arrival time.
+
+A store is a directory holding ``store.sqlite`` (WAL mode). Several processes may open it at
+once: SQLite's write lock (``BEGIN IMMEDIATE``) is the store's write lock, and the closed
+timestamp ``frontier`` lives in a side table updated by the same transaction as the versions,
+so commit order equals timestamp order across every process.
+
+This module is the only place with SQLite SQL in it. Bulk paths (ingest, export, import, GC)
+are single SQL statements run by SQLite in C; per-row Python on them is a performance bug.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+import apsw
+import msgspec
+
+from tidemark.clock import format_ts, wall_now
+from tidemark.errors import (
+    FutureReadError,
+    GCThresholdError,
+    NotAStoreError,
+    ProtectionError,
+    StoreError,
+    StoreVersionError,
+    TxnConflictError,
+)
+from tidemark.storage.engine import (
+    ExportStats,
+    GCStats,
+    ProtectedRecord,
+    Span,
+    Window,
+)
+
+STORE_FILE = "store.sqlite"
+EXTERNAL_DIR = "external"  # the store's own external storage (nodelocal://self/...)
+APPLICATION_ID = 0x54444D4B  # "TDMK": marks a SQLite file as a tidemark store
+SCHEMA_VERSION = 1  # layout of the SQLite schema below; bumped only with a migration
+DEFAULT_CACHE_KIB = 64 * 1024
+DEFAULT_BUSY_TIMEOUT_MS = 60_000
+DEFAULT_MMAP_BYTES = 256 * 1024 * 1024
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS versions(
+    key BLOB NOT NULL,
+    ts INTEGER NOT NULL,
+    arrival INTEGER NOT NULL,
+    value BLOB,
+    PRIMARY KEY (key, ts)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS versions_by_arrival ON versions(arrival);
+CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS protected_ts(
+    id TEXT PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    spans BLOB NOT NULL,
+    owner TEXT NOT NULL,
+    created INTEGER NOT NULL
+);
+PRAGMA application_id = {APPLICATION_ID};
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+
+# Export files: self-describing SQLite files of (key, ts, value) for one span.
+_EXPORT_SCHEMA = """
+CREATE TABLE exp.versions(
+    key BLOB NOT NULL,
+    ts INTEGER NOT NULL,
+    value BLOB,
+    PRIMARY KEY (key, ts)
+) WITHOUT ROWID;
+CREATE TABLE exp.export_info(name TEXT PRIMARY KEY, value) WITHOUT ROWID;
+"""
+EXPORT_FORMAT_VERSION = 1
+
+_OPEN_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
+_spans_codec = msgspec.msgpack.Encoder()
+_spans_decoder = msgspec.msgpack.Decoder(list[tuple[bytes, bytes]])
+
+
+def _check_existing_file(db_path: Path) -> None:
+    """Refuse a file that is not a tidemark store, without changing a byte of it."""
+    if db_path.stat().st_size == 0:
+        return  # another process is creating the store right now
+    try:
+        conn = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
+    except apsw.Error as exc:
+        raise NotAStoreError(f"cannot open {db_path}: {exc}") from exc
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchall()[0][0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()[0][0]
+        user_version = conn.execute("PRAGMA user_version").fetchall()[0][0]
+    except apsw.NotADBError as exc:
+        raise NotAStoreError(
+            f"{db_path} is not a tidemark store: it is not a SQLite database",
+            hint="point --store at a tidemark store directory, or at a new path to create one",
+        ) from exc
+    except apsw.Error as exc:
+        raise NotAStoreError(f"{db_path} cannot be read as a tidemark store: {exc}") from exc
+    finally:
+        conn.close()
+    if app_id == 0 and tables == 0:
+        return  # an empty database: a store being created
+    if app_id != APPLICATION_ID:
+        raise NotAStoreError(
+            f"{db_path} is not a tidemark store: it is a SQLite database of another "
+            f"application (application_id {app_id:#x}, expected {APPLICATION_ID:#x})",
+            hint="point --store at a tidemark store directory, or at a new path to create one",
+        )
+    if user_version > SCHEMA_VERSION:
+        raise StoreVersionError(
+            f"store {db_path} has storage schema version {user_version}, newer than this "
+            f"binary's {SCHEMA_VERSION}",
+            hint="open it with a newer tidemark binary",
+        )
+
+
+def _resolve_store_path(path: str | os.PathLike[str], create: bool) -> Path:
+    root = Path(path)
+    if root.exists() and not root.is_dir():
+        raise NotAStoreError(
+            f"{root} is a file, not a tidemark store (a store is a directory holding "
+            f"{STORE_FILE})",
+            hint="pass the store's directory, or a path that does not exist yet to create one",
+        )
+    db_path = root / STORE_FILE
+    if db_path.exists():
+        _check_existing_file(db_path)
+        return db_path
+    if not create:
+        raise NotAStoreError(f"{root} holds no tidemark store ({STORE_FILE} is missing)")
+    if root.exists() and any(p.name not in (EXTERNAL_DIR,) for p in root.iterdir()):
+        raise NotAStoreError(
+            f"{root} is a directory that holds other files and no tidemark store",
+            hint="create the store in a new or empty directory",
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    return db_path
+
+
+def _merge_spans(spans: Iterable[Span]) -> list[Span]:
+    merged: list[Span] = []
+    for s in sorted(spans):
+        if merged and s.start <= merged[-1].end:
+            if s.end > merged[-1].end:
+                merged[-1] = Span(merged[-1].start, s.end)
+        else:
+            merged.append(s)
+    return merged
+
+
+def _covered(span: Span, merged: list[Span]) -> bool:
+    """Is ``span`` inside one span of ``merged`` (sorted, non-overlapping, non-adjacent)?"""
+    i = bisect.bisect_right([m.start for m in merged], span.start) - 1
+    return i >= 0 and merged[i].covers(span)
+
+
+class SQLiteEngine:
+    """MVCC engine on one SQLite file. Thread-safe: each thread gets its own connection."""
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True,
+                 cache_kib: int = DEFAULT_CACHE_KIB,
+                 busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS):
+        self.root = Path(path)
+        self.db_path = _resolve_store_path(path, create)
+        self._cache_kib = cache_kib
+        self._busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._conns: list[apsw.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._closed = False
+        conn = self._conn()
+        with self._immediate(conn):
+            if conn.execute("PRAGMA application_id").fetchall()[0][0] != APPLICATION_ID:
+                conn.execute(_SCHEMA)
+                now = wall_now()
+                conn.executemany(
+                    "INSERT OR IGNORE INTO meta VALUES (?, ?)",
+                    [("frontier", now), ("gc_threshold", 0), ("store_id", uuid.uuid4().hex),
+                     ("created", now)])
+        (self.root / EXTERNAL_DIR).mkdir(exist_ok=True)
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _conn(self) -> apsw.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if self._closed:
+            raise StoreError(f"store {self.root} is closed")
+        conn = apsw.Connection(str(self.db_path), flags=_OPEN_FLAGS)
+        conn.set_busy_timeout(self._busy_timeout_ms)
+        if conn.execute("PRAGMA journal_mode").fetchall()[0][0] != "wal":
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(
+            f"PRAGMA synchronous=NORMAL; PRAGMA cache_size=-{self._cache_kib}; "
+            f"PRAGMA mmap_size={DEFAULT_MMAP_BYTES}; PRAGMA temp_store=MEMORY")
+        self._local.conn = conn
+        with self._conns_lock:
+            self._conns.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def _immediate(self, conn: apsw.Connection) -> Iterator[apsw.Connection]:
+        """A write transaction: holds the store's write lock across every process."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            if not conn.get_autocommit():
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _commit_ts(self, conn: apsw.Connection) -> Iterator[int]:
+        """A write transaction with a fresh commit timestamp; advances the frontier to it."""
+        with self._immediate(conn):
+            frontier = self._meta(conn, "frontier")
+            ts = max(wall_now(), frontier + 1)
+            yield ts
+            conn.execute("UPDATE meta SET value = ? WHERE name = 'frontier'", (ts,))
+
+    @staticmethod
+    def _meta(conn: apsw.Connection, name: str) -> int:
+        return conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchall()[0][0]
+
+    def close(self) -> None:
+        self._closed = True
+        with self._conns_lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+        self._local = threading.local()
+
+    def __enter__(self) -> SQLiteEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- clock and read checks -----------------------------------------------------------
+
+    def frontier(self) -> int:
+        return self._meta(self._conn(), "frontier")
+
+    def gc_threshold(self) -> int:
+        return self._meta(self._conn(), "gc_threshold")
+
+    def store_id(self) -> str:
+        return self._conn().execute(
+            "SELECT value FROM meta WHERE name = 'store_id'").fetchall()[0][0]
+
+    def check_read_ts(self, ts: int, spans: Sequence[Span] = (), *, gc: bool = True) -> None:
+        rows = self._conn().execute(
+            "SELECT name, value FROM meta WHERE name IN ('frontier', 'gc_threshold')").fetchall()
+        meta = dict(rows)
+        self._check_ts(ts, spans, meta["frontier"], meta["gc_threshold"] if gc else 0,
+                       self.protected_records)
+
+    def _check_ts(self, ts: int, spans: Sequence[Span], frontier: int, threshold: int,
+                  records: Callable[[], list[ProtectedRecord]]) -> None:
+        if ts > frontier:
+            raise FutureReadError(
+                f"cannot read at {format_ts(ts)}: it is in the future (the newest closed "
+                f"timestamp is {format_ts(frontier)})",
+                hint="read at a time at or before cluster_logical_timestamp()")
+        if ts >= threshold:
+            return
+        if spans:
+            protected = _merge_spans(
+                s for r in records() if r.ts <= ts for s in r.spans)
+            if all(_covered(s, protected) for s in spans):
+                return
+        raise GCThresholdError(
+            f"cannot read at {format_ts(ts)}: it is below the GC threshold "
+            f"{format_ts(threshold)}; the history before it was garbage collected",
+            hint="read at a later time, or raise gc.ttlseconds / protect the timestamp "
+                 "before GC runs")
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def get(self, key: bytes, ts: int) -> bytes | None:
+        for (value,) in self._conn().execute(
+                "SELECT value FROM versions WHERE key = ? AND ts <= ? ORDER BY ts DESC LIMIT 1",
+                (key, ts)):
+            return value
+        return None
+
+    def scan(self, start: bytes, end: bytes, ts: int, limit: int | None = None,
+             reverse: bool = False) -> list[tuple[bytes, bytes]]:
+        # GROUP BY on the primary key streams in key order; with max(ts), SQLite takes the
+        # bare column `value` from the row holding the maximum, i.e. the visible version.
+        order = "DESC" if reverse else "ASC"
+        sql = (
+            "SELECT key, value FROM (SELECT key, max(ts), value FROM versions "
+            "WHERE key >= ?1 AND key < ?2 AND ts <= ?3 GROUP BY key ORDER BY key " + order +
+            ") WHERE value IS NOT NULL LIMIT ?4")
+        return self._conn().execute(sql, (start, end, ts, -1 if limit is None else limit)).fetchall()
+
+    def versions(self, start: bytes, end: bytes) -> list[tuple[bytes, int, int, bytes | None]]:
+        """Every stored version in a span, (key, ts, arrival, value): for tests and tools."""
+        return self._conn().execute(
+            "SELECT key, ts, arrival, value FROM versions WHERE key >= ? AND key < ? "
+            "ORDER BY key, ts", (start, end)).fetchall()
+
+    def count_versions(self) -> int:
+        return self._conn().execute("SELECT count(*) FROM versions").fetchall()[0][0]
+
+    # -- writes --------------------------------------------------------------------------
+
+    def commit(self, writes: Sequence[tuple[bytes, bytes | None]], read_ts: int,
+               read_keys: Iterable[bytes] = (), read_spans: Sequence[Span] = ()) -> int:
+        conn = self._conn()
+        with self._commit_ts(conn) as ts:
+            self._validate(conn, read_ts, read_keys, read_spans)
+            conn.executemany(f"INSERT INTO versions VALUES (?, {ts}, {ts}, ?)", writes)
+        return ts
+
+    def validate(self, read_ts: int, read_keys: Iterable[bytes] = (),
+                 read_spans: Sequence[Span] = ()) -> None:
+        """Check a read-only transaction's reads are still those it would see now."""
+        conn = self._conn()
+        with self._immediate(conn):
+            self._validate(conn, read_ts, read_keys, read_spans)
+
+    def _validate(self, conn: apsw.Connection, read_ts: int, read_keys: Iterable[bytes],
+                  read_spans: Sequence[Span]) -> None:
+        """Under the write lock: refuse if anything read changed after ``read_ts``.
+
+        Selecting by arrival rather than MVCC timestamp also catches a bulk ingest that
+        landed after the read at a timestamp at or below it. The arrival index makes this
+        cost the number of versions written since ``read_ts``, not the size of what was read.
+        """
+        threshold = self._meta(conn, "gc_threshold")
+        if read_ts < threshold:
+            self._check_ts(read_ts, read_spans, read_ts, threshold, self._records_in(conn))
+        keys = read_keys if isinstance(read_keys, (set, frozenset, dict)) else set(read_keys)
+        spans = _merge_spans(read_spans)
+        starts = [s.start for s in spans]
+        if not keys and not spans:
+            return
+        for key, arrival in conn.execute(
+                "SELECT key, arrival FROM versions INDEXED BY versions_by_arrival "
+                "WHERE arrival > ?", (read_ts,)):
+            hit = key in keys
+            if not hit and spans:
+                i = bisect.bisect_right(starts, key) - 1
+                hit = i >= 0 and spans[i].contains(key)
+            if hit:
+                err = TxnConflictError(
+                    f"restart transaction: key {key!r} was written at {format_ts(arrival)}, "
+                    f"after this transaction read it at {format_ts(read_ts)}",
+                    hint="retry the transaction")
+                err.key = key  # type: ignore[attr-defined]
+                raise err
+
+    def ingest(self, rows: Iterable[tuple[bytes, bytes | None]], ts: int | None = None) -> int:
+        """Write many rows as one commit, at ``ts`` or at the commit's own timestamp.
+
+        Every row gets the commit's timestamp as its arrival. Versions a transaction already
+        wrote at the same ``(key, ts)`` are kept (replaying a batch is a no-op).
+        Sorted input is fastest (appends to the B-tree).
+        """
+        conn = self._conn()
+        with self._commit_ts(conn) as commit_ts:
+            write_ts = commit_ts if ts is None else ts
+            if ts is not None:
+                self._check_write_ts(conn, ts, commit_ts)
+            conn.executemany(
+                f"INSERT OR IGNORE INTO versions VALUES (?, {int(write_ts)}, {commit_ts}, ?)",
+                rows)
+        return commit_ts
+
+    def _check_write_ts(self, conn: apsw.Connection, ts: int, commit_ts: int) -> None:
+        threshold = self._meta(conn, "gc_threshold")
+        if ts < threshold:
+            raise GCThresholdError(
+                f"cannot write at {format_ts(ts)}: it is below the GC threshold "
+                f"{format_ts(threshold)}", hint="write at a later timestamp")
+        if ts > commit_ts:
+            raise FutureReadError(
+                f"cannot ingest at {format_ts(ts)}: it is after the commit timestamp "
+                f"{format_ts(commit_ts)}")
+
+    # -- export and import (in C: ATTACH + INSERT ... SELECT) ----------------------------
+
+    def export(self, path: str, span: Span, start_ts: int, end_ts: int, *,
+               window: Window = Window.MVCC, all_revisions: bool = False) -> ExportStats:
+        """Write the versions of ``span`` selected from ``(start_ts, end_ts]`` to a new file.
+
+        MVCC window: latest only gives what a read at ``end_ts`` sees, for keys changed after
+        ``start_ts`` (tombstones only when ``start_ts > 0``: a full export has nothing to
+        delete); all revisions gives every version with ``start_ts < ts <= end_ts``.
+        Arrival window: every version that arrived in the window (latest only: the newest
+        such version of each key), whatever its MVCC timestamp. The file appears only when
+        complete: it is written under a temporary name and renamed.
+        """
+        self.check_read_ts(end_ts, [span])
+        if start_ts > 0:
+            # GC past start_ts may have removed a tombstone of the window: refuse.
+            self.check_read_ts(start_ts, [span])
+        if os.path.exists(path):
+            raise StoreError(f"cannot export to {path}: the file exists",
+                             hint="export to a new path")
+        where = "key >= :lo AND key < :hi"
+        if window is Window.MVCC:
+            if all_revisions:
+                select = (f"SELECT key, ts, value FROM main.versions WHERE {where} "
+                          "AND ts > :start AND ts <= :end")
+            else:
+                live = " AND value IS NOT NULL" if start_ts <= 0 else ""
+                select = (
+                    "SELECT key, ts, value FROM (SELECT key, max(ts) AS ts, value FROM "
+                    f"main.versions WHERE {where} AND ts <= :end GROUP BY key) "
+                    f"WHERE ts > :start{live}")
+        else:
+            # Small windows read the arrival index; a window from zero is the whole span.
+            source = ("main.versions INDEXED BY versions_by_arrival" if start_ts > 0
+                      else "main.versions")
+            cond = f"{where} AND arrival > :start AND arrival <= :end AND ts <= :end"
+            if all_revisions:
+                select = f"SELECT key, ts, value FROM {source} WHERE {cond}"
+            else:
+                select = (f"SELECT key, max(ts), value FROM {source} WHERE {cond} "
+                          "GROUP BY key")
+        tmp = f"{path}.partial"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        conn = apsw.Connection(str(self.db_path))  # own connection: ATTACH is per connection
+        try:
+            conn.set_busy_timeout(self._busy_timeout_ms)
+            conn.execute(f"PRAGMA cache_size=-{self._cache_kib}")
+            conn.execute("ATTACH DATABASE ? AS exp", (tmp,))
+            conn.execute("PRAGMA exp.journal_mode=OFF; PRAGMA exp.synchronous=OFF")
+            conn.execute("BEGIN")
+            conn.execute(_EXPORT_SCHEMA)
+            params = {"lo": span.start, "hi": span.end, "start": start_ts, "end": end_ts}
+            conn.execute(f"INSERT INTO exp.versions {select}", params)
+            rows = conn.changes()
+            conn.executemany("INSERT INTO exp.export_info VALUES (?, ?)", [
+                ("format_version", EXPORT_FORMAT_VERSION), ("span_start", span.start),
+                ("span_end", span.end), ("start_ts", start_ts), ("end_ts", end_ts),
+                ("window", window.value), ("all_revisions", int(all_revisions)),
+                ("rows", rows)])
+            conn.execute("COMMIT")
+            conn.execute("DETACH DATABASE exp")
+        except BaseException:
+            with contextlib.suppress(apsw.Error):
+                if not conn.get_autocommit():
+                    conn.execute("ROLLBACK")
+            conn.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        conn.close()
+        # Verify GC did not run under the export: its snapshot was taken after this check.
+        self.check_read_ts(end_ts, [span])
+        os.replace(tmp, path)
+        return ExportStats(path=path, rows=rows, bytes=os.path.getsize(path))
+
+    def import_file(self, path: str, *, rewrites: Sequence[tuple[bytes, bytes]] = (),
+                    ts: int | None = None, as_of: int | None = None,
+                    revisions: bool = False) -> int:
+        """Ingest an export file as one commit; returns the commit timestamp.
+
+        ``rewrites`` maps old key prefixes to new ones (keys matching none are skipped when
+        any are given). With ``revisions`` every version keeps its own timestamp; otherwise
+        the latest live version of each key at ``as_of`` (default: newest) is written at
+        ``ts`` (default: the commit's timestamp). Arrival is always the commit timestamp.
+        """
+        if not os.path.exists(path):
+            raise StoreError(f"cannot import {path}: no such file")
+        conn = self._conn()
+        key_expr, params = "key", {}
+        if rewrites:
+            cases = []
+            for i, (old, new) in enumerate(rewrites):
+                cases.append(f"WHEN substr(key, 1, {len(old)}) = :old{i} "
+                             f"THEN CAST(:new{i} || substr(key, {len(old) + 1}) AS BLOB)")
+                params[f"old{i}"], params[f"new{i}"] = old, new
+            key_expr = f"(CASE {' '.join(cases)} END)"
+        as_of_cond = "" if as_of is None else f" AND ts <= {int(as_of)}"
+        conn.execute("ATTACH DATABASE ? AS imp", (f"file:{path}?mode=ro",))
+        try:
+            self._check_import_file(conn, path)
+            with self._commit_ts(conn) as commit_ts:
+                if revisions:
+                    max_ts = conn.execute("SELECT max(ts) FROM imp.versions").fetchall()[0][0]
+                    if max_ts is not None and max_ts > commit_ts:
+                        raise StoreError(
+                            f"cannot import {path} with its timestamps: it holds versions at "
+                            f"{format_ts(max_ts)}, after this store's clock "
+                            f"{format_ts(commit_ts)}")
+                    select = (f"SELECT k, ts, {commit_ts}, value FROM (SELECT {key_expr} AS k, "
+                              f"ts, value FROM imp.versions WHERE 1{as_of_cond}) "
+                              "WHERE k IS NOT NULL")
+                else:
+                    write_ts = commit_ts if ts is None else ts
+                    if ts is not None:
+                        self._check_write_ts(conn, ts, commit_ts)
+                    select = (
+                        f"SELECT k, {int(write_ts)}, {commit_ts}, value FROM (SELECT "
+                        f"{key_expr} AS k, max(ts), value FROM imp.versions WHERE 1{as_of_cond}"
+                        " GROUP BY key) WHERE k IS NOT NULL AND value IS NOT NULL")
+                conn.execute(f"INSERT OR IGNORE INTO main.versions {select}", params)
+        finally:
+            conn.execute("DETACH DATABASE imp")
+        return commit_ts
+
+    @staticmethod
+    def _check_import_file(conn: apsw.Connection, path: str) -> None:
+        try:
+            info = dict(conn.execute("SELECT name, value FROM imp.export_info").fetchall())
+        except apsw.Error as exc:
+            raise StoreError(f"cannot import {path}: it is not a tidemark export file ({exc})"
+                             ) from exc
+        version = info.get("format_version")
+        if version != EXPORT_FORMAT_VERSION:
+            raise StoreError(f"cannot import {path}: export format version {version} is not "
+                             f"supported (this binary reads {EXPORT_FORMAT_VERSION})")
+
+    # -- GC and protected timestamps -----------------------------------------------------
+
+    def gc(self, threshold: int) -> GCStats:
+        """Remove versions no read at or after ``threshold`` can see, except where protected.
+
+        Per key, the newest version at or below the effective threshold is kept (unless it is
+        a tombstone, which goes with everything older); every newer version is kept. In a span
+        protected at ``p``, the effective threshold is ``min(threshold, p)``.
+        """
+        conn = self._conn()
+        removed = 0
+        with self._immediate(conn):
+            threshold = min(threshold, self._meta(conn, "frontier"))
+            old = self._meta(conn, "gc_threshold")
+            threshold = max(threshold, old)
+            for lo, hi, thr in self._gc_segments(threshold, self._records_in(conn)()):
+                bound = "" if hi is None else " AND key < :hi"
+                params = {"lo": lo, "hi": hi, "thr": thr}
+                conn.execute(
+                    f"DELETE FROM versions WHERE key >= :lo{bound} AND ts < :thr AND ts < "
+                    "(SELECT max(v.ts) FROM versions AS v WHERE v.key = versions.key "
+                    "AND v.ts <= :thr)", params)
+                removed += conn.changes()
+                conn.execute(
+                    f"DELETE FROM versions WHERE key >= :lo{bound} AND ts <= :thr "
+                    "AND value IS NULL", params)
+                removed += conn.changes()
+            conn.execute("UPDATE meta SET value = ? WHERE name = 'gc_threshold'", (threshold,))
+        return GCStats(threshold=threshold, removed=removed)
+
+    @staticmethod
+    def _gc_segments(threshold: int, records: list[ProtectedRecord]
+                     ) -> list[tuple[bytes, bytes | None, int]]:
+        """Split the keyspace into ``(start, end or None, effective threshold)`` segments."""
+        bounds = sorted({b"", *(b for r in records for s in r.spans for b in (s.start, s.end))})
+        segments: list[tuple[bytes, bytes | None, int]] = []
+        for i, lo in enumerate(bounds):
+            hi = bounds[i + 1] if i + 1 < len(bounds) else None
+            thr = threshold
+            for r in records:
+                if any(s.start <= lo and (hi is not None and hi <= s.end) for s in r.spans):
+                    thr = min(thr, r.ts)
+            if segments and segments[-1][2] == thr:
+                segments[-1] = (segments[-1][0], hi, thr)
+            else:
+                segments.append((lo, hi, thr))
+        return segments
+
+    def protect(self, ts: int, spans: Sequence[Span], owner: str) -> ProtectedRecord:
+        """Keep what reads of ``spans`` at ``ts`` or later need, until released."""
+        if not spans:
+            raise ProtectionError("cannot protect a timestamp without any span")
+        conn = self._conn()
+        record = ProtectedRecord(id=uuid.uuid4().hex, ts=ts, spans=tuple(spans), owner=owner,
+                                 created=wall_now())
+        with self._immediate(conn):
+            threshold = self._meta(conn, "gc_threshold")
+            if ts < threshold:
+                try:
+                    self._check_ts(ts, spans, ts, threshold, self._records_in(conn))
+                except GCThresholdError:
+                    raise ProtectionError(
+                        f"cannot protect {format_ts(ts)} for {owner}: it is below the GC "
+                        f"threshold {format_ts(threshold)}, so its history is already gone",
+                        hint="protect a later timestamp") from None
+            conn.execute("INSERT INTO protected_ts VALUES (?, ?, ?, ?, ?)", (
+                record.id, ts, _spans_codec.encode([(s.start, s.end) for s in spans]),
+                owner, record.created))
+        return record
+
+    def release(self, record_id: str) -> None:
+        conn = self._conn()
+        conn.execute("DELETE FROM protected_ts WHERE id = ?", (record_id,))
+        if conn.changes() == 0:
+            raise ProtectionError(f"protected timestamp record {record_id} does not exist")
+
+    def protected_records(self) -> list[ProtectedRecord]:
+        return self._records_in(self._conn())()
+
+    @staticmethod
+    def _records_in(conn: apsw.Connection) -> Callable[[], list[ProtectedRecord]]:
+        def load() -> list[ProtectedRecord]:
+            return [
+                ProtectedRecord(id=rid, ts=ts, owner=owner, created=created,
+                                spans=tuple(Span(a, b) for a, b in _spans_decoder.decode(sp)))
+                for rid, ts, sp, owner, created in conn.execute(
+                    "SELECT id, ts, spans, owner, created FROM protected_ts ORDER BY created, id")
+            ]
+        return load
