@@ -253,3 +253,13 @@ def test_db_run_retries_conflicts(engine):
     db.run(incr)
     assert len(attempts) == 2
     assert db.get(b"n") == b"101"
+
+
+def test_import_latest_only_file(engine, tmp_path):
+    t1 = put(engine, **{"t1/a": "1", "t1/b": "2"})
+    t2 = put(engine, **{"t1/a": "1b", "t1/b": None, "t1/c": "3"})
+    path = engine.export(str(tmp_path / "latest"), Span(b"t1/", b"t10"), 0, t2).path
+    commit = engine.import_file(path, rewrites=[(b"t1/", b"t5/")])
+    assert engine.scan(b"t5/", b"t50", commit) == [(b"t5/a", b"1b"), (b"t5/c", b"3")]
+    with pytest.raises(StoreError, match="only the latest versions"):
+        engine.import_file(path, as_of=t1)

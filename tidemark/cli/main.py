@@ -1,4 +1,20 @@
-"""The `tidemark` command-line entry point."""
+"""The `tidemark` command: one typer app; each command lives in its own module."""
+
+from __future__ import annotations
+
 import typer
 
-app = typer.Typer()
+from tidemark.cli import demo
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="tidemark: an MVCC database whose backups never silently lose data.")
+app.command("demo")(demo.demo)
+
+
+@app.callback()
+def main() -> None:
+    """tidemark: an MVCC database whose backups never silently lose data."""
+
+
+if __name__ == "__main__":
+    app()

@@ -12,7 +12,9 @@ from __future__ import annotations
 import bisect
 import enum
 
-from tidemark.errors import TransactionError
+from tidemark.clock import format_ts
+from tidemark.errors import TransactionError, TxnConflictError
+from tidemark.kv.keys import pretty_key
 from tidemark.storage.engine import Engine, Span
 
 
@@ -120,6 +122,15 @@ class Txn:
             else:
                 # Read-only: serializable at read_ts already, and every read checked GC.
                 self.commit_ts = self.read_ts
+        except TxnConflictError as exc:
+            self.state = TxnState.ABORTED
+            key = getattr(exc, "key", None)
+            if key is None:
+                raise
+            raise TxnConflictError(
+                f"restart transaction: {pretty_key(key)} was written by a concurrent "
+                f"transaction after this one read it at {format_ts(self.read_ts)}",
+                hint="retry the transaction") from exc
         except BaseException:
             self.state = TxnState.ABORTED
             raise

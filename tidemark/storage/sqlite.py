@@ -47,6 +47,8 @@ SCHEMA_VERSION = 1  # layout of the SQLite schema below; bumped only with a migr
 DEFAULT_CACHE_KIB = 64 * 1024
 DEFAULT_BUSY_TIMEOUT_MS = 60_000
 DEFAULT_MMAP_BYTES = 256 * 1024 * 1024
+PAGE_SIZE = 8192
+WAL_AUTOCHECKPOINT_PAGES = 10_000  # checkpoint less often than SQLite's 1000 during bulk writes
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS versions(
@@ -199,10 +201,13 @@ class SQLiteEngine:
         conn = apsw.Connection(str(self.db_path), flags=_OPEN_FLAGS)
         conn.set_busy_timeout(self._busy_timeout_ms)
         if conn.execute("PRAGMA journal_mode").fetchall()[0][0] != "wal":
+            # A new file: larger pages make bulk ingest and export measurably faster.
+            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(
             f"PRAGMA synchronous=NORMAL; PRAGMA cache_size=-{self._cache_kib}; "
-            f"PRAGMA mmap_size={DEFAULT_MMAP_BYTES}; PRAGMA temp_store=MEMORY")
+            f"PRAGMA mmap_size={DEFAULT_MMAP_BYTES}; PRAGMA temp_store=MEMORY; "
+            f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         self._local.conn = conn
         with self._conns_lock:
             self._conns.append(conn)
@@ -435,12 +440,11 @@ class SQLiteEngine:
         tmp = f"{path}.partial"
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        conn = apsw.Connection(str(self.db_path))  # own connection: ATTACH is per connection
+        conn = self._conn()  # warm page cache and mmap; ATTACH is undone below
+        conn.execute("ATTACH DATABASE ? AS exp", (tmp,))
         try:
-            conn.set_busy_timeout(self._busy_timeout_ms)
-            conn.execute(f"PRAGMA cache_size=-{self._cache_kib}")
-            conn.execute("ATTACH DATABASE ? AS exp", (tmp,))
-            conn.execute("PRAGMA exp.journal_mode=OFF; PRAGMA exp.synchronous=OFF")
+            conn.execute(f"PRAGMA exp.page_size={PAGE_SIZE}; PRAGMA exp.journal_mode=OFF; "
+                         "PRAGMA exp.synchronous=OFF")
             conn.execute("BEGIN")
             conn.execute(_EXPORT_SCHEMA)
             params = {"lo": span.start, "hi": span.end, "start": start_ts, "end": end_ts}
@@ -452,16 +456,15 @@ class SQLiteEngine:
                 ("window", window.value), ("all_revisions", int(all_revisions)),
                 ("rows", rows)])
             conn.execute("COMMIT")
-            conn.execute("DETACH DATABASE exp")
         except BaseException:
             with contextlib.suppress(apsw.Error):
                 if not conn.get_autocommit():
                     conn.execute("ROLLBACK")
-            conn.close()
+            conn.execute("DETACH DATABASE exp")
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        conn.close()
+        conn.execute("DETACH DATABASE exp")
         # Verify GC did not run under the export: its snapshot was taken after this check.
         self.check_read_ts(end_ts, [span])
         os.replace(tmp, path)
@@ -491,7 +494,14 @@ class SQLiteEngine:
         as_of_cond = "" if as_of is None else f" AND ts <= {int(as_of)}"
         conn.execute("ATTACH DATABASE ? AS imp", (f"file:{path}?mode=ro",))
         try:
-            self._check_import_file(conn, path)
+            info = self._check_import_file(conn, path)
+            # A latest-only file has one version per key: no GROUP BY needed (much faster).
+            one_per_key = not info["all_revisions"]
+            if one_per_key and as_of is not None and as_of < info["end_ts"]:
+                raise StoreError(
+                    f"cannot import {path} as of {format_ts(as_of)}: it holds only the latest "
+                    f"versions as of {format_ts(info['end_ts'])}, not the history before",
+                    hint="import at or after its end time, or export with all revisions")
             with self._commit_ts(conn) as commit_ts:
                 if revisions:
                     max_ts = conn.execute("SELECT max(ts) FROM imp.versions").fetchall()[0][0]
@@ -507,17 +517,20 @@ class SQLiteEngine:
                     write_ts = commit_ts if ts is None else ts
                     if ts is not None:
                         self._check_write_ts(conn, ts, commit_ts)
+                    latest = ("SELECT key, ts, value FROM imp.versions" if one_per_key else
+                              "SELECT key, max(ts) AS ts, value FROM imp.versions "
+                              f"WHERE 1{as_of_cond} GROUP BY key")
                     select = (
                         f"SELECT k, {int(write_ts)}, {commit_ts}, value FROM (SELECT "
-                        f"{key_expr} AS k, max(ts), value FROM imp.versions WHERE 1{as_of_cond}"
-                        " GROUP BY key) WHERE k IS NOT NULL AND value IS NOT NULL")
+                        f"{key_expr} AS k, value FROM ({latest})) "
+                        "WHERE k IS NOT NULL AND value IS NOT NULL")
                 conn.execute(f"INSERT OR IGNORE INTO main.versions {select}", params)
         finally:
             conn.execute("DETACH DATABASE imp")
         return commit_ts
 
     @staticmethod
-    def _check_import_file(conn: apsw.Connection, path: str) -> None:
+    def _check_import_file(conn: apsw.Connection, path: str) -> dict[str, object]:
         try:
             info = dict(conn.execute("SELECT name, value FROM imp.export_info").fetchall())
         except apsw.Error as exc:
@@ -527,6 +540,7 @@ class SQLiteEngine:
         if version != EXPORT_FORMAT_VERSION:
             raise StoreError(f"cannot import {path}: export format version {version} is not "
                              f"supported (this binary reads {EXPORT_FORMAT_VERSION})")
+        return info
 
     # -- GC and protected timestamps -----------------------------------------------------
 

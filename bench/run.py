@@ -1,0 +1,20 @@
+"""Run every benchmark and print its table: `make bench` (or `python bench/run.py`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import storage_bench
+
+
+def main() -> None:
+    print("== storage (2M versions; reference: SQLite VACUUM INTO of the same store) ==")
+    for name, value, ratio in storage_bench.run(2_000_000):
+        print(f"{name:28} {value:>40}   {ratio}")
+
+
+if __name__ == "__main__":
+    main()
