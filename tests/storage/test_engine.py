@@ -263,3 +263,12 @@ def test_import_latest_only_file(engine, tmp_path):
     assert engine.scan(b"t5/", b"t50", commit) == [(b"t5/a", b"1b"), (b"t5/c", b"3")]
     with pytest.raises(StoreError, match="only the latest versions"):
         engine.import_file(path, as_of=t1)
+
+
+def test_delete_range_tombstones_live_keys_only(engine):
+    t1 = put(engine, a="1", b="2", c="3")
+    put(engine, b=None)
+    ts, count = engine.delete_range(b"a", b"c")
+    assert count == 1  # b is already deleted
+    assert engine.scan(b"", b"\xff", ts) == [(b"c", b"3")]
+    assert engine.scan(b"", b"\xff", t1) == [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]

@@ -96,6 +96,10 @@ class Engine(Protocol):
         """One commit of many rows at ``ts`` (default: the commit's own timestamp)."""
         ...
 
+    def delete_range(self, start: bytes, end: bytes) -> tuple[int, int]:
+        """Tombstone every live key of a span in one commit; returns (commit ts, count)."""
+        ...
+
     def export(self, path: str, span: Span, start_ts: int, end_ts: int, *,
                window: Window = Window.MVCC, all_revisions: bool = False) -> ExportStats: ...
 

@@ -385,6 +385,20 @@ class SQLiteEngine:
                 rows)
         return commit_ts
 
+    def delete_range(self, start: bytes, end: bytes) -> tuple[int, int]:
+        """Write an MVCC tombstone over every live key in ``[start, end)``, as one commit.
+
+        History stays readable with AS OF SYSTEM TIME until GC. Returns (commit ts, count).
+        """
+        conn = self._conn()
+        with self._commit_ts(conn) as ts:
+            conn.execute(
+                f"INSERT INTO versions SELECT key, {ts}, {ts}, NULL FROM (SELECT key, max(ts), "
+                "value FROM versions WHERE key >= ? AND key < ? GROUP BY key) "
+                "WHERE value IS NOT NULL", (start, end))
+            count = conn.changes()
+        return ts, count
+
     def _check_write_ts(self, conn: apsw.Connection, ts: int, commit_ts: int) -> None:
         threshold = self._meta(conn, "gc_threshold")
         if ts < threshold:

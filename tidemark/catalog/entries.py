@@ -1,0 +1,63 @@
+"""Index entries of a row: the key/value pairs that every index of a table holds for it.
+
+A row is a ``dict`` from column ID to value. Every entry's value is the row codec's map of the
+columns the index covers (primary: all; secondary: its key columns, the primary key columns and
+its STORING columns), so a scan decodes rows from values alone, never from keys.
+
+* primary: ``/Table/<t>/1/<pk values>``
+* non-unique secondary: ``/Table/<t>/<i>/<index values>/<pk values not in the index>``
+* unique secondary: ``/Table/<t>/<i>/<index values>``, plus the primary key values when an
+  index value is NULL (NULLs never collide).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from tidemark.catalog.descriptors import Index, IndexState, TableDescriptor
+from tidemark.catalog.rowcodec import encode_row
+from tidemark.kv.keys import encode_key, index_prefix
+
+Row = Mapping[int, object]
+
+
+def covered_columns(table: TableDescriptor, index: Index) -> list[int]:
+    if index.id == table.primary_index.id:
+        return [c.id for c in table.columns]
+    ids = list(index.column_ids)
+    for cid in (*table.primary_index.column_ids, *index.storing_ids):
+        if cid not in ids:
+            ids.append(cid)
+    return ids
+
+
+def entry_key(table: TableDescriptor, index: Index, row: Row) -> bytes:
+    prefix = index_prefix(table.id, index.id)
+    values = [row.get(c) for c in index.column_ids]
+    directions = list(index.descending)
+    primary = table.primary_index
+    if index.id != primary.id and (not index.unique or any(v is None for v in values)):
+        for cid, desc in zip(primary.column_ids, primary.descending, strict=True):
+            if cid not in index.column_ids:
+                values.append(row.get(cid))
+                directions.append(desc)
+    return encode_key(prefix, values, directions)
+
+
+def entry(table: TableDescriptor, index: Index, row: Row) -> tuple[bytes, bytes]:
+    if index.id == table.primary_index.id:
+        value = encode_row(row)
+    else:
+        value = encode_row({c: row[c] for c in covered_columns(table, index) if c in row})
+    return entry_key(table, index, row), value
+
+
+def maintained_indexes(table: TableDescriptor) -> list[Index]:
+    """Indexes whose entries writes add: the primary, WRITE_ONLY and PUBLIC ones."""
+    return [table.primary_index, *(i for i in table.indexes
+                                   if i.state in (IndexState.WRITE_ONLY, IndexState.PUBLIC))]
+
+
+def deletable_indexes(table: TableDescriptor) -> list[Index]:
+    """Indexes whose entries writes remove: also DELETE_ONLY ones."""
+    return [table.primary_index, *(i for i in table.indexes if i.state is not IndexState.DROP)]

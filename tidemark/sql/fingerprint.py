@@ -1,0 +1,29 @@
+"""Index fingerprints: an order-independent 64-bit digest of an index's live entries.
+
+The fingerprint is the sum modulo 2**64 of a 64-bit hash of each entry's key *after* the
+``/Table/<id>/<index>`` prefix together with its value. Leaving the prefix out makes it
+independent of table and index IDs, so a restored copy matches its source; being a sum, it can
+be updated from the entries that changed (subtract the old entry's hash, add the new one's).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+MASK = (1 << 64) - 1
+
+
+def entry_hash(suffix: bytes, value: bytes) -> int:
+    h = hashlib.blake2b(digest_size=8)
+    h.update(len(suffix).to_bytes(4, "big"))
+    h.update(suffix)
+    h.update(value)
+    return int.from_bytes(h.digest(), "big")
+
+
+def fingerprint(entries: Iterable[tuple[bytes, bytes]], prefix_len: int) -> int:
+    total = 0
+    for key, value in entries:
+        total += entry_hash(key[prefix_len:], value)
+    return total & MASK
