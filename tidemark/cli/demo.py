@@ -5,28 +5,27 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import apsw
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from tidemark.catalog.descriptors import IndexState
+from tidemark.catalog.rowcodec import decode_row
+from tidemark.cli.sql import Format, print_result
 from tidemark.clock import format_ts
 from tidemark.cluster.node import Node
-from tidemark.errors import GCThresholdError, TxnConflictError
-from tidemark.kv.keys import decode_datums, encode_key, index_prefix, prefix_end, pretty_key
+from tidemark.errors import TidemarkError
+from tidemark.kv.keys import index_prefix, prefix_end
+from tidemark.sql import ddl
+from tidemark.sql.ast import TableName
+from tidemark.sql.parser import parse_one
+from tidemark.sql.session import Session
 from tidemark.storage.engine import Span, Window
-
-ACCOUNTS = index_prefix(100, 1)
-INDEX = index_prefix(100, 2)
-
-
-def _acct(name: str) -> bytes:
-    return encode_key(ACCOUNTS, [name])
 
 
 def demo(store: Path | None = typer.Option(
         None, help="store directory to use (default: a new temporary one)")) -> None:
-    """Walk through MVCC time travel, serializable transactions, arrival-time backups and GC."""
+    """Walk through SQL, time travel, serializable transactions, and arrival-time backups."""
     console = Console()
     with tempfile.TemporaryDirectory(prefix="tidemark-demo-") as tmp:
         path = store or Path(tmp) / "store"
@@ -34,85 +33,90 @@ def demo(store: Path | None = typer.Option(
             _run(console, node, Path(tmp))
 
 
-def _show(console: Console, title: str, rows: list[tuple[bytes, bytes]]) -> None:
-    table = Table(title=title, title_justify="left")
-    table.add_column("key")
-    table.add_column("value")
-    for k, v in rows:
-        table.add_row(pretty_key(k), v.decode())
-    console.print(table)
-
-
 def _run(console: Console, node: Node, tmp: Path) -> None:
-    db, engine = node.db, node.engine
-    console.rule("[bold]1. Transactions and time travel")
-    t1 = db.run(lambda txn: [txn.put(_acct("alice"), b"100"), txn.put(_acct("bob"), b"50")])
-    t1 = db.now()
+    sess = Session(node)
 
-    def transfer(txn, amount: int = 30) -> None:
-        a, b = int(txn.get(_acct("alice"))), int(txn.get(_acct("bob")))
-        txn.put(_acct("alice"), str(a - amount).encode())
-        txn.put(_acct("bob"), str(b + amount).encode())
+    def sql(text: str, show: bool = True) -> list:
+        console.print(f"[bold cyan]> {text}")
+        result = sess.execute(text)
+        if show:
+            print_result(result, Format.table, console, console.file)
+        return result.rows
 
-    db.run(transfer)
-    t2 = db.now()
-    end = prefix_end(ACCOUNTS)
-    _show(console, f"now: {format_ts(t2)}", db.scan(ACCOUNTS, end))
-    _show(console, f"AS OF {format_ts(t1)}", db.scan(ACCOUNTS, end, ts=t1))
+    console.rule("[bold]1. A bank, and time travel with AS OF SYSTEM TIME")
+    sql("CREATE TABLE bank (id INT PRIMARY KEY, owner STRING NOT NULL, balance DECIMAL(12,2))")
+    sql("INSERT INTO bank VALUES (1, 'alice', 100), (2, 'bob', 50), (3, 'carol', 75)")
+    (before,), = sql("SELECT cluster_logical_timestamp()")
+    sql("BEGIN; UPDATE bank SET balance = balance - 30 WHERE id = 1; "
+        "UPDATE bank SET balance = balance + 30 WHERE id = 2; COMMIT")
+    sql("SELECT * FROM bank")
+    sql(f"SELECT * FROM bank AS OF SYSTEM TIME {before}")
 
-    console.rule("[bold]2. Serializable: a write skew is refused")
-    a, b = db.txn(), db.txn()
-    for txn, who in ((a, "alice"), (b, "bob")):
-        total = int(txn.get(_acct("alice"))) + int(txn.get(_acct("bob")))
-        txn.put(_acct(who), str(int(txn.get(_acct(who))) - total + 1).encode())
-    a.commit()
+    console.rule("[bold]2. Serializable transactions: a write skew is refused")
+    other = Session(node)
+    check = "SELECT sum(balance) FROM bank WHERE id IN (1, 2)"
+    for s, who in ((sess, 1), (other, 2)):
+        s.execute("BEGIN")
+        s.execute(check)
+        s.execute(f"UPDATE bank SET balance = balance - 100 WHERE id = {who}")
+    sess.execute("COMMIT")
+    console.print("first transaction (debits alice after checking the total) committed")
     try:
-        b.commit()
-        console.print("[red]both committed: that would be a write skew")
-    except TxnConflictError as exc:
-        console.print(f"second transaction refused, retryable (40001): [dim]{exc.message}")
-    db.run(lambda txn: [txn.put(_acct("alice"), b"70"), txn.put(_acct("bob"), b"80")])
+        other.execute("COMMIT")
+        console.print("[red]second transaction committed too: that would be a write skew")
+    except TidemarkError as exc:
+        console.print(f"second transaction refused, retryable ({exc.code}): "
+                      f"[dim]{exc.message}")
+    sql("UPDATE bank SET balance = 70 WHERE id = 1", show=False)
 
-    console.rule("[bold]3. Why incrementals select by arrival, not by MVCC time")
-    backup1 = db.now()
-    console.print(f"backup 1 ends at {format_ts(backup1)}")
-    read_ts = backup1  # an index backfill reads the table at R and writes entries *at R*
-    entries = [(encode_key(INDEX, [int(v), *decode_datums(k, len(ACCOUNTS))]), b"")
-               for k, v in db.scan(ACCOUNTS, end, ts=read_ts)]
-    arrival = engine.ingest(sorted(entries), ts=read_ts)
-    backup2 = db.now()
-    console.print(f"index backfill: {len(entries)} entries at ts {format_ts(read_ts)}, "
-                  f"arriving at {format_ts(arrival)}; backup 2 ends at {format_ts(backup2)}")
-    span = Span(index_prefix(100, 1), prefix_end(index_prefix(100, 2)))
-    table = Table(title="incremental backup 2 = changes in (backup 1, backup 2]",
-                  title_justify="left")
+    console.rule("[bold]3. Why incrementals must select by arrival, not by MVCC time")
+    console.print("An online CREATE INDEX reads the table at a time R and writes the index "
+                  "entries *at R*. Here a backup runs while it is backfilling:")
+    table_id = node.db.run(lambda txn: sess.table(txn, TableName("bank")).id)
+    stmt = parse_one("CREATE INDEX bank_owner_idx ON bank (owner) STORING (balance)")
+    _, index = node.db.run(lambda txn: ddl.add_index(txn, sess.table(txn, TableName("bank")),
+                                                     stmt, IndexState.DELETE_ONLY))
+    desc = node.db.run(lambda txn: ddl.set_index_state(txn, table_id, index.id,
+                                                       IndexState.WRITE_ONLY))
+    read_ts = node.db.now()
+    backup1 = node.db.now()
+    console.print(f"  backfill reads at R = {format_ts(read_ts)}")
+    console.print(f"  backup 1 ends at      {format_ts(backup1)}  (index not public: skipped)")
+    rows = [decode_row(v) for _, v in node.db.scan(
+        *ddl.index_span(table_id, desc.primary_index.id), ts=read_ts)]
+    arrival = node.engine.ingest(ddl.build_entries(desc, index, rows, None), ts=read_ts)
+    node.db.run(lambda txn: ddl.set_index_state(txn, table_id, index.id, IndexState.PUBLIC))
+    backup2 = node.db.now()
+    console.print(f"  entries ingested at R, arriving at {format_ts(arrival)}; index public")
+    console.print(f"  backup 2 ends at      {format_ts(backup2)}")
+    span = Span(index_prefix(table_id, index.id), prefix_end(index_prefix(table_id, index.id)))
+    table = Table(title="incremental backup 2 = index entries that changed in "
+                        "(backup 1, backup 2]", title_justify="left")
     table.add_column("selected by")
-    table.add_column("versions exported", justify="right")
+    table.add_column("entries exported", justify="right")
     table.add_column("verdict")
-    for window, verdict in ((Window.MVCC, "[red]misses the backfilled index entries"),
+    for window, verdict in ((Window.MVCC, "[red]misses the backfilled index: silent data loss"),
                             (Window.ARRIVAL, "[green]complete by construction")):
-        out = tmp / f"inc-{window.value}.sqlite"
-        stats = engine.export(str(out), span, backup1, backup2, window=window,
-                              all_revisions=True)
+        stats = node.engine.export(str(tmp / f"inc-{window.value}.sqlite"), span, backup1,
+                                   backup2, window=window, all_revisions=True)
         table.add_row(f"{window.value} time", str(stats.rows), verdict)
     console.print(table)
-    conn = apsw.Connection(str(tmp / "inc-arrival.sqlite"))
-    keys = [pretty_key(k) for (k,) in conn.execute("SELECT key FROM versions")]
-    conn.close()
-    console.print("arrival-window file holds: " + ", ".join(keys))
+    sql("SELECT owner, balance FROM bank@bank_owner_idx WHERE owner > 'b'")
+    console.print("tidemark backs up by arrival; the index is complete in every restore.")
+    sql("SHOW FINGERPRINTS FROM TABLE bank")
 
-    console.rule("[bold]4. GC honours protected timestamps")
-    record = engine.protect(t1, [Span(ACCOUNTS, end)], owner="demo backup")
-    node.settings.set("gc.ttlseconds", 1)
-    stats = node.run_gc(now=db.now() + 10**9 * 2)
-    console.print(f"GC removed {stats.removed} versions; threshold {format_ts(stats.threshold)}")
-    _show(console, f"protected: AS OF {format_ts(t1)}", db.scan(ACCOUNTS, end, ts=t1))
-    engine.release(record.id)
-    stats = node.run_gc(now=db.now() + 10**9 * 2)
-    console.print(f"protection released; GC removed {stats.removed} versions")
+    console.rule("[bold]4. GC keeps only what a protected timestamp or the TTL needs")
+    sql("SET CLUSTER SETTING gc.ttlseconds = 1", show=False)
+    record = node.engine.protect(int(before), [Span(b"", b"\xff")], owner="demo backup")
+    stats = node.run_gc(now=node.db.now() + 2 * 10**9)
+    console.print(f"GC with a protected timestamp removed {stats.removed} versions")
+    sql(f"SELECT * FROM bank AS OF SYSTEM TIME {before}", show=False)
+    console.print("the protected past is still readable")
+    node.engine.release(record.id)
+    stats = node.run_gc(now=node.db.now() + 2 * 10**9)
+    console.print(f"after releasing it, GC removed {stats.removed} versions")
     try:
-        db.scan(ACCOUNTS, end, ts=t1)
-    except GCThresholdError as exc:
-        console.print(f"after release and GC: [dim]{exc.message}")
-    console.print(f"cluster version {node.version.active()}; "
-                  f"gc.ttlseconds = {node.settings.get('gc.ttlseconds')}")
+        sess.execute(f"SELECT * FROM bank AS OF SYSTEM TIME {before}")
+    except TidemarkError as exc:
+        console.print(f"[dim]{exc.message}")
+    sql("SHOW CLUSTER SETTING version")
