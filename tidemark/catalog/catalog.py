@@ -5,7 +5,10 @@ Keys (system table IDs from ``kv.system``):
 * ``/Table/30/1/<parent id>/<name>`` -> the ID of a database (parent 0) or table (parent: its
   database);
 * ``/Table/3/1/<id>`` -> the msgpack descriptor;
-* ``/Table/7/1/0`` -> the next free descriptor ID (user objects start at 100).
+* ``/Table/7/1/0`` -> the next free descriptor ID (user objects start at 100);
+* ``/Table/7/1/1`` -> the schema generation, bumped by every descriptor or name change.
+
+Descriptors and names must only be written through ``write_descriptor`` and ``set_name``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ DEFAULT_DATABASE = "defaultdb"
 _DESCRIPTORS = index_prefix(DESCRIPTOR_TABLE_ID, PRIMARY_INDEX_ID)
 _NAMESPACE = index_prefix(NAMESPACE_TABLE_ID, PRIMARY_INDEX_ID)
 _ID_GENERATOR = encode_key(index_prefix(DESC_ID_GENERATOR_ID, PRIMARY_INDEX_ID), [0])
+# Bumped by every change to a descriptor or a name, in the same transaction: a cache of
+# resolved names is valid exactly while the generation is unchanged, and a statement that reads
+# it conflicts with any schema change committed after it began.
+_SCHEMA_GENERATION = encode_key(index_prefix(DESC_ID_GENERATOR_ID, PRIMARY_INDEX_ID), [1])
 
 
 def descriptor_key(desc_id: int) -> bytes:
@@ -43,6 +50,15 @@ def descriptor_key(desc_id: int) -> bytes:
 
 def namespace_key(parent_id: int, name: str) -> bytes:
     return encode_key(_NAMESPACE, [parent_id, name])
+
+
+def schema_generation(txn: Txn) -> int:
+    raw = txn.get(_SCHEMA_GENERATION)
+    return 0 if raw is None else msgspec.msgpack.decode(raw)
+
+
+def _bump_generation(txn: Txn) -> None:
+    txn.put(_SCHEMA_GENERATION, msgspec.msgpack.encode(schema_generation(txn) + 1))
 
 
 def get_descriptor(txn: Txn, desc_id: int) -> Descriptor | None:
@@ -55,6 +71,7 @@ def write_descriptor(txn: Txn, desc: Descriptor, *, new: bool = False) -> Descri
     if not new:
         desc = msgspec.structs.replace(desc, version=desc.version + 1)
     txn.put(descriptor_key(desc.id), encode_descriptor(desc))
+    _bump_generation(txn)
     return desc
 
 
@@ -65,6 +82,7 @@ def lookup_id(txn: Txn, parent_id: int, name: str) -> int | None:
 
 def set_name(txn: Txn, parent_id: int, name: str, desc_id: int | None) -> None:
     key = namespace_key(parent_id, name)
+    _bump_generation(txn)
     if desc_id is None:
         txn.delete(key)
     else:

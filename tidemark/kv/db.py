@@ -37,10 +37,7 @@ class DB:
         return Txn(self.engine, read_ts)
 
     def get(self, key: bytes, ts: int | None = None) -> bytes | None:
-        ts = self._read_ts(ts)
-        value = self.engine.get(key, ts)
-        self.engine.check_read_ts(ts, [Span(key, key + b"\x00")])
-        return value
+        return self.engine.get_checked(key, self._read_ts(ts))
 
     def scan(self, start: bytes, end: bytes, ts: int | None = None, limit: int | None = None,
              reverse: bool = False) -> list[tuple[bytes, bytes]]:

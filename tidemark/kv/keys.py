@@ -41,6 +41,7 @@ Datum format (``~x`` = ``x`` with every byte inverted; ``P`` = a type's ascendin
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import struct
 import uuid
@@ -198,8 +199,9 @@ def table_prefix(table_id: int) -> bytes:
     return encode_uvarint_ordered(table_id)
 
 
+@functools.lru_cache(maxsize=4096)
 def index_prefix(table_id: int, index_id: int) -> bytes:
-    """``/Table/<table_id>/<index_id>``."""
+    """``/Table/<table_id>/<index_id>`` (cached: it starts every key a write encodes)."""
     return encode_uvarint_ordered(table_id) + encode_uvarint_ordered(index_id)
 
 

@@ -48,10 +48,17 @@ class Txn:
         if key in self._writes:
             return self._writes[key]
         self._read_keys.add(key)
-        value = self.engine.get(key, self.read_ts)
-        # After the read: a GC pass that ran before it would have moved the threshold.
-        self.engine.check_read_ts(self.read_ts, [Span(key, key + b"\x00")])
-        return value
+        return self.engine.get_checked(key, self.read_ts)
+
+    def get_many(self, keys: list[bytes]) -> dict[bytes, bytes | None]:
+        """``get`` of many keys in one round trip to the engine."""
+        self._check_open()
+        out = {k: self._writes[k] for k in keys if k in self._writes}
+        missing = [k for k in keys if k not in out]
+        if missing:
+            self._read_keys.update(missing)
+            out.update(self.engine.get_many_checked(missing, self.read_ts))
+        return out
 
     def scan(self, start: bytes, end: bytes, limit: int | None = None,
              reverse: bool = False) -> list[tuple[bytes, bytes]]:
@@ -105,6 +112,9 @@ class Txn:
         if key not in self._writes:
             bisect.insort(self._write_keys, key)
         self._writes[key] = value
+
+    def wrote(self, key: bytes) -> bool:
+        return key in self._writes
 
     @property
     def has_writes(self) -> bool:

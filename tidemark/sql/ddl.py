@@ -29,7 +29,7 @@ from tidemark.catalog.descriptors import (
 )
 from tidemark.catalog.entries import entry
 from tidemark.catalog.rowcodec import decode_row
-from tidemark.catalog.types import INT8, type_from_ref
+from tidemark.catalog.types import INT8, coerce, type_from_ref
 from tidemark.cluster.settings import Kind, register
 from tidemark.errors import SQLError, TidemarkError
 from tidemark.kv.db import DB
@@ -104,6 +104,7 @@ def create_table(txn: Txn, stmt: ast.CreateTable, db: DatabaseDescriptor,
         raise SQLError(f'relation "{name}" already exists', code="42P07")
     columns: list[Column] = []
     pk_cols: list[ast.IndexColumn] | None = None
+    pk_name: str | None = None
     index_defs: list[ast.IndexDef] = []
     checker = Compiler(Scope(), ctx)
     for el in stmt.elements:
@@ -115,7 +116,12 @@ def create_table(txn: Txn, stmt: ast.CreateTable, db: DatabaseDescriptor,
             if el.type.serial and default is None:
                 default = ast.FuncCall("unique_rowid")
             if default is not None:
-                checker.compile(default)  # column references and unknown functions fail now
+                # Column references, unknown functions and wrong types fail now, not at INSERT.
+                try:
+                    coerce(checker.compile(default)([]), typ, el.name)
+                except SQLError as exc:
+                    raise SQLError(f"invalid DEFAULT for column {el.name!r}: {exc.message}",
+                                   code=exc.code, hint=exc.hint) from None
             columns.append(Column(
                 id=len(columns) + 1, name=el.name, type=typ,
                 nullable=not (el.nullable is False or el.primary_key),
@@ -130,6 +136,7 @@ def create_table(txn: Txn, stmt: ast.CreateTable, db: DatabaseDescriptor,
             if pk_cols is not None:
                 raise _multiple_pk(name)
             pk_cols = list(el.columns)
+            pk_name = el.name
         else:
             index_defs.append(el)
     if not columns:
@@ -146,7 +153,7 @@ def create_table(txn: Txn, stmt: ast.CreateTable, db: DatabaseDescriptor,
     columns = [msgspec.structs.replace(c, nullable=False) if c.id in pk_ids else c
                for c in columns]
     by_name = {c.name: c for c in columns}
-    primary = Index(id=1, name=f"{name}_pkey", column_ids=tuple(pk_ids),
+    primary = Index(id=1, name=pk_name or f"{name}_pkey", column_ids=tuple(pk_ids),
                     descending=tuple(c.descending for c in pk_cols), unique=True)
     table = TableDescriptor(id=catalog.allocate_id(txn), name=name, parent_id=db.id,
                             columns=tuple(columns), primary_index=primary,

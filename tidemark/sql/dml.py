@@ -17,12 +17,19 @@ from tidemark.catalog.entries import (
     entry_key,
     maintained_indexes,
 )
-from tidemark.catalog.rowcodec import decode_row
+from tidemark.catalog.rowcodec import decode_row, encode_row
 from tidemark.catalog.types import coerce
 from tidemark.errors import SQLError
 from tidemark.kv.txn import Txn
 from tidemark.sql import ast
-from tidemark.sql.expr import Compiler, Context, Scope, format_value
+from tidemark.sql.expr import (
+    Compiler,
+    Context,
+    Scope,
+    format_value,
+    is_constant,
+    literal_value,
+)
 from tidemark.sql.plan import choose_path, read_rows
 from tidemark.sql.result import Result
 from tidemark.sql.select import (
@@ -38,7 +45,7 @@ _DEFAULT = object()  # a VALUES item that was the DEFAULT keyword
 
 
 def unique_violation(table: TableDescriptor, index: Index, row: Row) -> SQLError:
-    name = "_".join([table.name, "pkey"]) if index.id == table.primary_index.id else index.name
+    name = index.name
     cols = [table.column_by_id(c) for c in index.column_ids]
     values = ", ".join(format_value(row.get(c.id)) for c in cols)
     return SQLError(
@@ -56,13 +63,25 @@ class TableWriter:
         self.primary = table.primary_index
         self.maintained = maintained_indexes(table)
         self.deletable = deletable_indexes(table)
-        self.unique = [i for i in self.maintained if i.unique and i.id != self.primary.id]
+        self.secondary = [i for i in self.maintained if i.id != self.primary.id]
+        self.unique = [i for i in self.secondary if i.unique]
+        self._prefetched: dict[bytes, bytes | None] = {}
 
     def pk_key(self, row: Row) -> bytes:
         return entry_key(self.table, self.primary, row)
 
+    def prefetch(self, keys: list[bytes]) -> None:
+        """Read many primary rows in one go (a multi-row INSERT's existence check)."""
+        self._prefetched = self.txn.get_many(keys)
+
+    def _raw(self, key: bytes) -> bytes | None:
+        # A prefetched value is current unless this transaction wrote the key since.
+        if key in self._prefetched and not self.txn.wrote(key):
+            return self._prefetched[key]
+        return self.txn.get(key)
+
     def get(self, key: bytes) -> Row | None:
-        raw = self.txn.get(key)
+        raw = self._raw(key)
         return None if raw is None else decode_row(raw)
 
     def conflicting_row(self, index: Index, row: Row) -> Row | None:
@@ -76,24 +95,28 @@ class TableWriter:
             return None
         return self.get(self.pk_key(decode_row(raw)))
 
-    def check_unique(self, row: Row) -> None:
-        mine = self.pk_key(row)
+    def check_unique(self, row: Row, pk_key: bytes) -> None:
         for index in self.unique:
             other = self.conflicting_row(index, row)
-            if other is not None and self.pk_key(other) != mine:
+            if other is not None and self.pk_key(other) != pk_key:
                 raise unique_violation(self.table, index, row)
 
-    def insert(self, row: Row) -> None:
-        if self.txn.get(self.pk_key(row)) is not None:
+    def insert(self, row: Row, pk_key: bytes | None = None) -> None:
+        pk_key = pk_key or self.pk_key(row)
+        if self._raw(pk_key) is not None:
             raise unique_violation(self.table, self.primary, row)
-        self.check_unique(row)
-        for index in self.maintained:
+        if self.unique:
+            self.check_unique(row, pk_key)
+        self.txn.put(pk_key, encode_row(row))
+        for index in self.secondary:
             self.txn.put(*entry(self.table, index, row))
 
     def update(self, old: Row, new: Row) -> None:
-        if self.pk_key(old) != self.pk_key(new) and self.txn.get(self.pk_key(new)) is not None:
+        new_pk = self.pk_key(new)
+        if self.pk_key(old) != new_pk and self._raw(new_pk) is not None:
             raise unique_violation(self.table, self.primary, new)
-        self.check_unique(new)
+        if self.unique:
+            self.check_unique(new, new_pk)
         maintained = {i.id for i in self.maintained}
         for index in self.deletable:
             old_key = entry_key(self.table, index, old)
@@ -156,8 +179,16 @@ def run_insert(txn: Txn, stmt: ast.Insert, ctx: Context, table: TableDescriptor,
         source_rows = [[]]  # DEFAULT VALUES: one row, every column from its default
         targets = []
     elif isinstance(stmt.source, ast.Values):
-        source_rows = [[_DEFAULT if isinstance(e, ast.DefaultExpr) else const.compile(e)([])
-                        for e in vals] for vals in stmt.source.rows]
+        params = ctx.params
+
+        def cell(e: ast.Expr) -> Any:
+            if type(e) is ast.Placeholder and e.index <= len(params):
+                return params[e.index - 1]  # the common case of a bulk insert: no compiling
+            if isinstance(e, ast.DefaultExpr):
+                return _DEFAULT
+            return literal_value(e, ctx) if is_constant(e) else const.compile(e)([])
+
+        source_rows = [[cell(e) for e in vals] for vals in stmt.source.rows]
     else:
         if stmt.source.as_of is not None:
             raise SQLError("AS OF SYSTEM TIME is not allowed in INSERT ... SELECT",
@@ -165,7 +196,7 @@ def run_insert(txn: Txn, stmt: ast.Insert, ctx: Context, table: TableDescriptor,
         source_rows = select(stmt.source).rows
     writer = TableWriter(txn, table)
     conflict_index = _conflict_index(table, stmt.on_conflict) if stmt.on_conflict else None
-    written: list[Row] = []
+    built: list[tuple[Row, dict[int, Any], bytes]] = []
     for values in source_rows:
         if len(values) != len(targets):
             what = ("more expressions than target columns" if len(values) > len(targets)
@@ -184,6 +215,10 @@ def run_insert(txn: Txn, stmt: ast.Insert, ctx: Context, table: TableDescriptor,
             if v is not None:
                 row[c.id] = v
         check_not_null(table, row)
+        built.append((row, given, writer.pk_key(row)))
+    writer.prefetch([key for _, _, key in built])
+    written: list[Row] = []
+    for row, given, pk_key in built:
         if upsert:
             existing = writer.get(writer.pk_key(row))
             if existing is None:
@@ -215,7 +250,7 @@ def run_insert(txn: Txn, stmt: ast.Insert, ctx: Context, table: TableDescriptor,
                     writer.update(existing, updated)
                     written.append(updated)
                 continue
-        writer.insert(row)
+        writer.insert(row, pk_key)
         written.append(row)
     return _returning(stmt.returning, table, ctx, written, "INSERT", len(written))
 

@@ -196,7 +196,7 @@ def is_constant(node: ast.Expr) -> bool:
 def contains_aggregate(node: ast.Node) -> bool:
     if isinstance(node, ast.FuncCall) and node.name in AGGREGATES:
         return True
-    return any(contains_aggregate(c) for c in _children(node))
+    return any(contains_aggregate(c) for c in children(node))
 
 
 def aggregate_calls(node: ast.Node, out: list[ast.FuncCall]) -> None:
@@ -204,11 +204,11 @@ def aggregate_calls(node: ast.Node, out: list[ast.FuncCall]) -> None:
         if node not in out:
             out.append(node)
         return
-    for c in _children(node):
+    for c in children(node):
         aggregate_calls(c, out)
 
 
-def _children(node: ast.Node) -> list[ast.Node]:
+def children(node: ast.Node) -> list[ast.Node]:
     if isinstance(node, ast.BinaryOp):
         return [node.left, node.right]
     if isinstance(node, ast.UnaryOp):

@@ -180,6 +180,7 @@ def _spans_for(table: TableDescriptor, index: Index,
             end = min(end, high_key)
         if start < end:
             spans.append((start, end))
+    spans.sort()  # in key order (IN lists come in any order): scans then return index order
     point = index.unique and n_eq == len(index.column_ids) and \
         all(v is not None for combo in itertools.product(*eq_lists) for v in combo)
     if index.id == table.primary_index.id:

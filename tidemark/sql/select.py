@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
@@ -19,6 +20,7 @@ from tidemark.sql.expr import (
     Scope,
     ScopeColumn,
     aggregate_calls,
+    children,
     contains_aggregate,
     is_constant,
     literal_value,
@@ -63,21 +65,15 @@ def column_name(item: ast.SelectItem) -> str:
 def referenced_columns(nodes: Iterable[ast.Node | None], table: TableDescriptor) -> set[int]:
     """IDs of the table's columns that expressions mention (what a covering index needs)."""
     ids: set[int] = set()
-
-    def walk(n: Any) -> None:
+    stack = [n for n in nodes if n is not None]
+    while stack:
+        n = stack.pop()
         if isinstance(n, ast.ColumnRef):
             col = table.column(n.name)
             if col is not None:
                 ids.add(col.id)
-        if isinstance(n, ast.Node) and hasattr(n, "__dataclass_fields__"):
-            for f in n.__dataclass_fields__:
-                walk(getattr(n, f))
-        elif isinstance(n, tuple):
-            for x in n:
-                walk(x)
-
-    for n in nodes:
-        walk(n)
+        else:
+            stack.extend(children(n))
     return ids
 
 
@@ -221,7 +217,7 @@ def run_select(txn: Txn, stmt: ast.Select, ctx: Context,
 
     source: Iterator[list[Any]]
     path: AccessPath | None = None
-    in_order = False
+    in_order = reverse = False
     if table is None:
         source = iter([[]])
     else:
@@ -229,7 +225,6 @@ def run_select(txn: Txn, stmt: ast.Select, ctx: Context,
                                      stmt.having, *order_exprs], table)
         hint = stmt.from_.index if stmt.from_ is not None else None
         path = choose_path(table, stmt.where, ctx, needed, hint, alias)
-        reverse = False
         if order_exprs and not aggregate:
             in_order, reverse = _index_order(table, path, order_exprs, desc, nulls)
         to_list = row_values(table)
@@ -292,8 +287,28 @@ def run_select(txn: Txn, stmt: ast.Select, ctx: Context,
         return _finish(grows, out_fns, order_fns, desc, nulls, stmt, items, comp, limit,
                        offset, in_order=False)
 
-    out_fns = [comp.compile(i.expr) for i in items]
     order_fns = [comp.compile(e) for e in order_exprs]
+    if table is not None and path is not None and not stmt.distinct and \
+            (not order_fns or in_order) and \
+            all(isinstance(i.expr, ast.ColumnRef) for i in items):
+        # Plain columns, no sort: project straight from the decoded rows (the scan fast path).
+        positions = [scope.resolve(i.expr) for i in items]  # type: ignore[arg-type]
+        stop = None if limit is None else offset + limit
+        out: list[tuple[Any, ...]] = []
+        if where_fn is None:
+            ids = [table.columns[p].id for p in positions]
+            rows = (tuple(map(d.get, ids)) for d in read_rows(txn, table, path, reverse))
+        else:
+            get = operator.itemgetter(*positions)
+            rows = ((get(r),) if len(positions) == 1 else get(r) for r in source)
+        for r in rows:
+            out.append(r)
+            if stop is not None and len(out) >= stop:
+                break
+        out = out[offset:stop]
+        return Result(columns=[column_name(i) for i in items], rows=out, tag="SELECT",
+                      rows_affected=len(out), types=[comp.static_type(i.expr) for i in items])
+    out_fns = [comp.compile(i.expr) for i in items]
     return _finish(source, out_fns, order_fns, desc, nulls, stmt, items, comp, limit, offset,
                    in_order)
 

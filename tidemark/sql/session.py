@@ -34,6 +34,7 @@ from tidemark.sql.parser import parse, parse_one
 from tidemark.sql.result import Result
 from tidemark.sql.select import run_select
 
+MAX_CACHED_NAMES = 1024
 _rowid_lock = threading.Lock()
 _rowid_last = 0
 _ROWID_TAG = random.Random(os.getpid() ^ time.time_ns()).randrange(16)
@@ -72,6 +73,8 @@ class Session:
         self.database = database
         self.txn: Txn | None = None
         self.txn_aborted = False
+        self._names: dict[tuple[int, str, str | None],
+                          tuple[DatabaseDescriptor | None, TableDescriptor | None]] = {}
         catalog.bootstrap(self.db)
 
     # -- entry points --------------------------------------------------------------------
@@ -191,20 +194,41 @@ class Session:
     def _context(self, txn: Txn, params: Sequence[Any]) -> Context:
         return Context(params=params, read_ts=txn.read_ts, unique_rowid=unique_rowid)
 
+    def _resolve(self, txn: Txn, database: str, table: str | None
+                 ) -> tuple[DatabaseDescriptor | None, TableDescriptor | None]:
+        """Names to descriptors, cached per schema generation (one read instead of four)."""
+        key = (catalog.schema_generation(txn), database, table)
+        hit = self._names.get(key)
+        if hit is not None:
+            return hit
+        db = catalog.database_by_name(txn, database)
+        if db is not None and db.state is not DescState.PUBLIC:
+            db = None
+        desc = None
+        if db is not None and table is not None:
+            desc = catalog.table_by_name(txn, db.id, table)
+            if desc is not None and desc.state is DescState.DROP:
+                desc = None
+        if len(self._names) > MAX_CACHED_NAMES:
+            self._names.clear()
+        self._names[key] = (db, desc)
+        return db, desc
+
     def _database(self, txn: Txn, name: str | None = None) -> DatabaseDescriptor:
         name = name or self.database
-        db = catalog.database_by_name(txn, name)
-        if db is None or db.state is not DescState.PUBLIC:
+        db, _ = self._resolve(txn, name, None)
+        if db is None:
             raise SQLError(f'database "{name}" does not exist', code="3D000",
                            hint="SHOW DATABASES lists them; CREATE DATABASE makes one")
         return db
 
     def _lookup_table(self, txn: Txn, tn: ast.TableName
                       ) -> tuple[DatabaseDescriptor, TableDescriptor | None]:
-        db = self._database(txn, tn.database)
-        table = catalog.table_by_name(txn, db.id, tn.name)
-        if table is not None and table.state is DescState.DROP:
-            table = None
+        name = tn.database or self.database
+        db, table = self._resolve(txn, name, tn.name)
+        if db is None:
+            raise SQLError(f'database "{name}" does not exist', code="3D000",
+                           hint="SHOW DATABASES lists them; CREATE DATABASE makes one")
         return db, table
 
     def table(self, txn: Txn, tn: ast.TableName) -> TableDescriptor:

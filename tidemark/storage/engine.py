@@ -84,6 +84,14 @@ class Engine(Protocol):
 
     def get(self, key: bytes, ts: int) -> bytes | None: ...
 
+    def get_checked(self, key: bytes, ts: int) -> bytes | None:
+        """``get``, refusing (GCThresholdError) when GC removed what the read needs."""
+        ...
+
+    def get_many_checked(self, keys: Sequence[bytes], ts: int) -> dict[bytes, bytes | None]:
+        """``get_checked`` of many keys at once."""
+        ...
+
     def scan(self, start: bytes, end: bytes, ts: int, limit: int | None = None,
              reverse: bool = False) -> list[tuple[bytes, bytes]]: ...
 

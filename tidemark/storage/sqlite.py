@@ -300,6 +300,31 @@ class SQLiteEngine:
             return value
         return None
 
+    def get_checked(self, key: bytes, ts: int) -> bytes | None:
+        """``get`` and the GC check of the read in one statement, hence one snapshot."""
+        value, threshold = self._conn().execute(
+            "SELECT (SELECT value FROM versions WHERE key = ?1 AND ts <= ?2 ORDER BY ts DESC "
+            "LIMIT 1), (SELECT value FROM meta WHERE name = 'gc_threshold')",
+            (key, ts)).fetchall()[0]
+        if ts < threshold:
+            self._check_ts(ts, [Span(key, key + b"\x00")], ts, threshold,
+                           self.protected_records)
+        return value
+
+    def get_many_checked(self, keys: Sequence[bytes], ts: int) -> dict[bytes, bytes | None]:
+        """``get_checked`` of many keys; the per-key loop runs in C (executemany)."""
+        if not keys:
+            return {}
+        conn = self._conn()
+        out: dict[bytes, bytes | None] = dict(conn.executemany(
+            "SELECT ?1, (SELECT value FROM versions WHERE key = ?1 AND ts <= ?2 "
+            "ORDER BY ts DESC LIMIT 1)", [(k, ts) for k in keys]))
+        threshold = self._meta(conn, "gc_threshold")  # after the reads: GC shows up here
+        if ts < threshold:
+            self._check_ts(ts, [Span(k, k + b"\x00") for k in keys], ts, threshold,
+                           self.protected_records)
+        return out
+
     def scan(self, start: bytes, end: bytes, ts: int, limit: int | None = None,
              reverse: bool = False) -> list[tuple[bytes, bytes]]:
         # GROUP BY on the primary key streams in key order; with max(ts), SQLite takes the
@@ -345,10 +370,13 @@ class SQLiteEngine:
         landed after the read at a timestamp at or below it. The arrival index makes this
         cost the number of versions written since ``read_ts``, not the size of what was read.
         """
+        keys = read_keys if isinstance(read_keys, (set, frozenset, dict)) else set(read_keys)
         threshold = self._meta(conn, "gc_threshold")
         if read_ts < threshold:
-            self._check_ts(read_ts, read_spans, read_ts, threshold, self._records_in(conn))
-        keys = read_keys if isinstance(read_keys, (set, frozenset, dict)) else set(read_keys)
+            # GC may have removed a write that would show as a conflict below: every read
+            # must still be protected, keys as well as spans.
+            everything = [*read_spans, *(Span(k, k + b"\x00") for k in keys)]
+            self._check_ts(read_ts, everything, read_ts, threshold, self._records_in(conn))
         spans = _merge_spans(read_spans)
         starts = [s.start for s in spans]
         if not keys and not spans:
