@@ -73,6 +73,7 @@ class Session:
         self.database = database
         self.txn: Txn | None = None
         self.txn_aborted = False
+        self.txn_read_only = False  # BEGIN AS OF SYSTEM TIME
         self._names: dict[tuple[int, str, str | None],
                           tuple[DatabaseDescriptor | None, TableDescriptor | None]] = {}
         catalog.bootstrap(self.db)
@@ -261,7 +262,7 @@ class Session:
             table = self.table(txn, stmt.from_.table) if stmt.from_ is not None else None
             return run_select(txn, stmt, ctx, table)
         if isinstance(stmt, (ast.Insert, ast.Update, ast.Delete)) and \
-                getattr(self, "txn_read_only", False) and txn is self.txn:
+                self.txn_read_only and txn is self.txn:
             raise SQLError("cannot execute a write in a read-only transaction (AS OF SYSTEM "
                            "TIME)", code="25006")
         if isinstance(stmt, ast.Insert):
