@@ -5,6 +5,7 @@ from __future__ import annotations
 import apsw
 import pytest
 
+from tidemark.clock import wall_now
 from tidemark.errors import (
     FutureReadError,
     GCThresholdError,
@@ -65,9 +66,13 @@ def test_read_above_frontier_and_below_gc_threshold_are_refused(db, engine):
     put(engine, a="1")
     t2 = put(engine, a="2")
     with pytest.raises(FutureReadError, match="in the future"):
-        db.get(b"a", engine.frontier() + 1)
+        db.get(b"a", wall_now() + 10**10)
     with pytest.raises(FutureReadError):
-        db.txn(read_ts=engine.frontier() + 10**9)
+        db.txn(read_ts=wall_now() + 10**10)
+    # after the last commit but not after the wall clock: closes the timestamps up to it
+    later = engine.frontier() + 1
+    assert db.get(b"a", later) == b"2" and engine.frontier() == later
+    assert engine.commit([(b"z", b"1")], later) > later
     engine.gc(t2)
     with pytest.raises(GCThresholdError, match="below the GC threshold"):
         db.get(b"a", t2 - 1)

@@ -7,6 +7,7 @@ import datetime as dt
 import enum
 import io
 import json
+import math
 import os
 import sys
 import uuid
@@ -43,6 +44,8 @@ def _text(value: Any, typ: ColumnType | None) -> str:
 
 
 def _json_value(value: Any, typ: ColumnType | None) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return _text(value, typ)  # JSON has no NaN or Infinity: "NaN", "Infinity"
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, JSONValue):
@@ -61,7 +64,7 @@ def print_result(result: Result, fmt: Format, console: Console, out: io.TextIOBa
                 for row in result.rows]}
         else:
             doc = {"tag": result.tag, "rows_affected": result.rows_affected}
-        out.write(json.dumps(doc) + "\n")
+        out.write(json.dumps(doc, allow_nan=False) + "\n")
         return
     if not result.returns_rows:
         if fmt is Format.table:

@@ -31,10 +31,9 @@ class DB:
     def txn(self, read_ts: int | None = None) -> Txn:
         """Begin a transaction at the frontier, or at a given (checked) timestamp."""
         if read_ts is None:
-            read_ts = self.engine.frontier()
-        else:
-            self.engine.check_read_ts(read_ts, gc=False)  # GC is checked after each read
-        return Txn(self.engine, read_ts)
+            return Txn(self.engine, self.engine.frontier())
+        self._close(read_ts)  # GC is checked after each read
+        return Txn(self.engine, read_ts, historical=True)
 
     def get(self, key: bytes, ts: int | None = None) -> bytes | None:
         return self.engine.get_checked(key, self._read_ts(ts))
@@ -49,8 +48,14 @@ class DB:
     def _read_ts(self, ts: int | None) -> int:
         if ts is None:
             return self.engine.frontier()
-        self.engine.check_read_ts(ts, gc=False)  # refuse a future read before reading
+        self._close(ts)
         return ts
+
+    def _close(self, ts: int) -> None:
+        """A read above the frontier closes the timestamps up to it, or is refused when it is
+        in the future."""
+        if ts > self.engine.frontier():
+            self.engine.close_timestamp(ts)
 
     def run(self, fn: Callable[[Txn], T], *, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> T:
         """Run ``fn`` in a transaction and commit, re-running it on a retryable error.

@@ -27,9 +27,10 @@ class TxnState(enum.Enum):
 class Txn:
     """One transaction. Not thread-safe: use it from one thread."""
 
-    def __init__(self, engine: Engine, read_ts: int):
+    def __init__(self, engine: Engine, read_ts: int, historical: bool = False):
         self.engine = engine
         self.read_ts = read_ts
+        self.historical = historical  # reads at a chosen past time (AS OF SYSTEM TIME)
         self.commit_ts: int | None = None
         self.state = TxnState.OPEN
         self._writes: dict[bytes, bytes | None] = {}

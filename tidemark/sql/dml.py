@@ -95,10 +95,12 @@ class TableWriter:
             return None
         return self.get(self.pk_key(decode_row(raw)))
 
-    def check_unique(self, row: Row, pk_key: bytes) -> None:
+    def check_unique(self, row: Row, *own_keys: bytes) -> None:
+        """Refuse a unique-index collision with any row but this one (``own_keys``: its
+        primary key, before and after an update)."""
         for index in self.unique:
             other = self.conflicting_row(index, row)
-            if other is not None and self.pk_key(other) != pk_key:
+            if other is not None and self.pk_key(other) not in own_keys:
                 raise unique_violation(self.table, index, row)
 
     def insert(self, row: Row, pk_key: bytes | None = None) -> None:
@@ -112,11 +114,11 @@ class TableWriter:
             self.txn.put(*entry(self.table, index, row))
 
     def update(self, old: Row, new: Row) -> None:
-        new_pk = self.pk_key(new)
-        if self.pk_key(old) != new_pk and self._raw(new_pk) is not None:
+        new_pk, old_pk = self.pk_key(new), self.pk_key(old)
+        if old_pk != new_pk and self._raw(new_pk) is not None:
             raise unique_violation(self.table, self.primary, new)
         if self.unique:
-            self.check_unique(new, new_pk)
+            self.check_unique(new, old_pk, new_pk)
         maintained = {i.id for i in self.maintained}
         for index in self.deletable:
             old_key = entry_key(self.table, index, old)
@@ -218,11 +220,21 @@ def run_insert(txn: Txn, stmt: ast.Insert, ctx: Context, table: TableDescriptor,
         built.append((row, given, writer.pk_key(row)))
     writer.prefetch([key for _, _, key in built])
     written: list[Row] = []
+    touched: set[bytes] = set()  # rows an UPSERT / DO UPDATE changed: once each
+
+    def touch(key: bytes) -> None:
+        if key in touched:
+            raise SQLError(f"{'UPSERT' if upsert else 'INSERT ... ON CONFLICT DO UPDATE'} "
+                           "command cannot affect row a second time", code="21000",
+                           hint="make sure no two proposed rows have the same conflict key")
+        touched.add(key)
+
     for row, given, pk_key in built:
         if upsert:
-            existing = writer.get(writer.pk_key(row))
+            existing = writer.get(pk_key)
+            touch(pk_key)
             if existing is None:
-                writer.insert(row)
+                writer.insert(row, pk_key)
                 written.append(row)
             else:
                 merged = dict(existing)
@@ -244,6 +256,7 @@ def run_insert(txn: Txn, stmt: ast.Insert, ctx: Context, table: TableDescriptor,
             if existing is not None:
                 if stmt.on_conflict.do_nothing:
                     continue
+                touch(writer.pk_key(existing))
                 updated = _do_update(table, stmt.on_conflict, ctx, existing, row)
                 if updated is not None:
                     check_not_null(table, updated)
@@ -251,6 +264,8 @@ def run_insert(txn: Txn, stmt: ast.Insert, ctx: Context, table: TableDescriptor,
                     written.append(updated)
                 continue
         writer.insert(row, pk_key)
+        if stmt.on_conflict is not None:
+            touched.add(pk_key)  # a later proposed row updating it would affect it twice
         written.append(row)
     return _returning(stmt.returning, table, ctx, written, "INSERT", len(written))
 
@@ -280,7 +295,7 @@ def _do_update(table: TableDescriptor, oc: ast.OnConflict, ctx: Context, existin
     excluded = table_scope(table, "excluded")
     comp = Compiler(Scope(scope.columns + excluded.columns), ctx)
     combined = _scope_row(table, existing) + _scope_row(table, proposed)
-    if oc.where is not None and comp.compile(oc.where)(combined) is not True:
+    if oc.where is not None and comp.condition(oc.where)(combined) is not True:
         return None
     new = dict(existing)
     for a in oc.assignments:
@@ -299,7 +314,7 @@ def _matching_rows(txn: Txn, table: TableDescriptor, where: ast.Expr | None,
                    ctx: Context) -> list[Row]:
     """Every row WHERE selects, read before any is written (no Halloween problem)."""
     comp = Compiler(table_scope(table, table.name), ctx)
-    where_fn = comp.compile(where) if where is not None else None
+    where_fn = comp.condition(where) if where is not None else None
     needed = {c.id for c in table.columns}
     path = choose_path(table, where, ctx, needed)
     to_list = row_values(table)

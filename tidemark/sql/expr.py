@@ -62,7 +62,8 @@ class Context:
     """What an expression may need besides its row: parameters and the statement's clock."""
 
     params: Sequence[Any] = ()
-    read_ts: int = 0
+    read_ts: int = 0  # what the statement reads at: cluster_logical_timestamp()
+    now: int = 0  # the statement's time: now(); read_ts when reading the past
     unique_rowid: Callable[[], int] | None = None
 
 
@@ -242,6 +243,18 @@ class Compiler:
         self.replacements = replacements or {}
         self.allow_aggregates = allow_aggregates
 
+    def condition(self, node: ast.Expr, clause: str = "WHERE") -> Fn:
+        """A predicate: its value must be a BOOL (or NULL), else a type error."""
+        fn = self.compile(node)
+
+        def check(row: Sequence[Any]) -> Any:
+            v = fn(row)
+            if v is True or v is False or v is None:
+                return v
+            raise SQLError(f"argument of {clause} must be type bool, not type {_tname(v)}",
+                           code="42804")
+        return check
+
     def static_type(self, node: ast.Expr) -> ColumnType | None:
         if node in self.replacements:
             return None
@@ -262,7 +275,8 @@ class Compiler:
         if typ is None or value is None:
             return value
         if isinstance(value, str) or (typ.family is Family.FLOAT and _is_num(value)) or (
-                typ.family is Family.DECIMAL and isinstance(value, int)):
+                typ.family is Family.DECIMAL and _is_num(value) and
+                not isinstance(value, float)):
             return coerce(value, typ, getattr(other, "name", "?"))
         return value
 
@@ -489,10 +503,10 @@ class Compiler:
         if name in ("now", "current_timestamp", "statement_timestamp",
                     "transaction_timestamp", "localtimestamp"):
             arity(0)
-            return lambda row: ts_to_datetime(ctx.read_ts)
+            return lambda row: ts_to_datetime(ctx.now)
         if name == "current_date":
             arity(0)
-            return lambda row: ts_to_datetime(ctx.read_ts).date()
+            return lambda row: ts_to_datetime(ctx.now).date()
         if name == "cluster_logical_timestamp":
             arity(0)
             return lambda row: Decimal(format_ts(ctx.read_ts))
@@ -587,7 +601,13 @@ def cast(value: Any, typ: ColumnType) -> Any:
         return coerce(int(Decimal(value).to_integral_value(rounding="ROUND_HALF_EVEN")), typ)
     if f is Family.INT and isinstance(value, bool):
         return int(value)
-    return coerce(value, typ)
+    if f is Family.BOOL and isinstance(value, int) and not isinstance(value, bool):
+        return value != 0
+    try:
+        return coerce(value, typ)
+    except SQLError as exc:
+        raise SQLError(f"cannot cast {format_value(value)} to {typ.sql()}: {exc.message}",
+                       code=exc.code) from None
 
 
 def format_value(v: Any) -> str:

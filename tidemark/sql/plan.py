@@ -26,6 +26,7 @@ from tidemark.sql import ast
 from tidemark.sql.expr import Context, is_constant, literal_value
 
 MAX_POINT_SPANS = 1000
+_SKIP = object()
 FIRST_CHUNK = 256
 MAX_CHUNK = 65536
 
@@ -73,8 +74,13 @@ def column_constraints(table: TableDescriptor, where: ast.Expr | None, ctx: Cont
         return None
 
     def value(cid: int, node: ast.Expr) -> Any:
+        """The constant as a value of the column's type, or _SKIP when it is not one (an
+        INT column against 2.5, say): that conjunct then narrows nothing, the filter decides."""
         col = table.column_by_id(cid)
-        return coerce(literal_value(node, ctx), col.type, col.name)
+        try:
+            return coerce(literal_value(node, ctx), col.type, col.name)
+        except SQLError:
+            return _SKIP
 
     for c in conjuncts(where):
         if isinstance(c, ast.BinaryOp) and c.op in _FLIP:
@@ -85,7 +91,7 @@ def column_constraints(table: TableDescriptor, where: ast.Expr | None, ctx: Cont
             if cid is None or not is_constant(right):
                 continue
             v = value(cid, right)
-            if v is None:
+            if v is None or v is _SKIP:
                 continue  # col op NULL is never true; the filter drops every row
             cons = out.setdefault(cid, ColumnConstraint())
             if op == "=":
@@ -100,6 +106,8 @@ def column_constraints(table: TableDescriptor, where: ast.Expr | None, ctx: Cont
             if cid is None:
                 continue
             vals = [v for v in (value(cid, i) for i in c.items) if v is not None]
+            if _SKIP in vals:
+                continue
             cons = out.setdefault(cid, ColumnConstraint())
             uniq = list(dict.fromkeys(vals)) if all(_hashable(v) for v in vals) else vals
             cons.eq = uniq if cons.eq is None else [x for x in cons.eq if x in uniq]
@@ -109,7 +117,7 @@ def column_constraints(table: TableDescriptor, where: ast.Expr | None, ctx: Cont
             if cid is None:
                 continue
             lo, hi = value(cid, c.low), value(cid, c.high)
-            if lo is None or hi is None:
+            if lo is None or hi is None or lo is _SKIP or hi is _SKIP:
                 continue
             cons = out.setdefault(cid, ColumnConstraint())
             if not cons.has_lo or lo > cons.lo:

@@ -192,7 +192,7 @@ def run_select(txn: Txn, stmt: ast.Select, ctx: Context,
     limit = int_clause(stmt.limit, ctx, "LIMIT")
     offset = int_clause(stmt.offset, ctx, "OFFSET") or 0
 
-    where_fn = comp.compile(stmt.where) if stmt.where is not None else None
+    where_fn = comp.condition(stmt.where) if stmt.where is not None else None
     if stmt.where is not None and contains_aggregate(stmt.where):
         raise SQLError("aggregate functions are not allowed in WHERE", code="42803")
     aggregate = bool(stmt.group_by) or stmt.having is not None or any(
@@ -212,6 +212,12 @@ def run_select(txn: Txn, stmt: ast.Select, ctx: Context,
         elif isinstance(e, ast.ColumnRef) and e.table is None and e.name in aliases:
             e = aliases[e.name]
         order_exprs.append(e)
+    if stmt.distinct:
+        selected = {i.expr for i in items}
+        for e in order_exprs:
+            if e not in selected:
+                raise SQLError("for SELECT DISTINCT, ORDER BY expressions must appear in "
+                               "select list", code="42P10")
     desc = [o.descending for o in stmt.order_by]
     nulls = [o.nulls_first for o in stmt.order_by]
 
@@ -278,7 +284,7 @@ def run_select(txn: Txn, stmt: ast.Select, ctx: Context,
         for j, a in enumerate(aggs):
             replacements[a] = len(group_exprs) + j
         gcomp = Compiler(_GroupedScope(scope.columns), ctx, replacements)
-        having_fn = gcomp.compile(stmt.having) if stmt.having is not None else None
+        having_fn = gcomp.condition(stmt.having, "HAVING") if stmt.having is not None else None
         out_fns = [gcomp.compile(i.expr) for i in items]
         order_fns = [gcomp.compile(e) for e in order_exprs]
         grows = ([*k, *(a.result() for a in aggs_)] for k, aggs_ in groups.values())

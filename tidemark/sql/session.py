@@ -23,7 +23,7 @@ from tidemark.catalog.descriptors import (
     IndexState,
     TableDescriptor,
 )
-from tidemark.clock import parse_ts
+from tidemark.clock import parse_ts, wall_now
 from tidemark.cluster.node import Node
 from tidemark.cluster.versions import VERSION_SETTING
 from tidemark.errors import SQLError, TidemarkError, TransactionError
@@ -147,7 +147,7 @@ class Session:
         if not is_constant(expr):
             raise SQLError("AS OF SYSTEM TIME needs a constant", code="42601")
         value = literal_value(expr, Context(params))
-        now = self.db.now()
+        now = wall_now()
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         try:
@@ -193,7 +193,8 @@ class Session:
     # -- statements ----------------------------------------------------------------------
 
     def _context(self, txn: Txn, params: Sequence[Any]) -> Context:
-        return Context(params=params, read_ts=txn.read_ts, unique_rowid=unique_rowid)
+        now = txn.read_ts if txn.historical else max(wall_now(), txn.read_ts)
+        return Context(params=params, read_ts=txn.read_ts, now=now, unique_rowid=unique_rowid)
 
     def _resolve(self, txn: Txn, database: str, table: str | None
                  ) -> tuple[DatabaseDescriptor | None, TableDescriptor | None]:

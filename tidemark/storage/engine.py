@@ -77,6 +77,10 @@ class Engine(Protocol):
 
     def gc_threshold(self) -> int: ...
 
+    def close_timestamp(self, ts: int) -> int:
+        """Advance the frontier to ``ts`` (not past the wall clock); returns the frontier."""
+        ...
+
     def check_read_ts(self, ts: int, spans: Sequence[Span] = (), *, gc: bool = True) -> None:
         """Raise FutureReadError above the frontier; with ``gc``, GCThresholdError when GC
         removed versions a read of ``spans`` at ``ts`` needs (protected spans are readable)."""

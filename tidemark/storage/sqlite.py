@@ -260,6 +260,26 @@ class SQLiteEngine:
     def gc_threshold(self) -> int:
         return self._meta(self._conn(), "gc_threshold")
 
+    def close_timestamp(self, ts: int) -> int:
+        """Advance the frontier to ``ts`` so reads there are stable; returns the frontier.
+
+        Without writes the frontier stays at the last commit; a read at a time after it but
+        not after the wall clock (``AS OF SYSTEM TIME '-1s'`` on an idle store) closes the
+        timestamps in between: every later commit then gets a larger timestamp.
+        """
+        now = wall_now()
+        if ts > now:
+            raise FutureReadError(
+                f"cannot read at {format_ts(ts)}: it is in the future (the time is now "
+                f"{format_ts(now)})", hint="read at a time at or before now()")
+        conn = self._conn()
+        with self._immediate(conn):
+            frontier = self._meta(conn, "frontier")
+            if ts > frontier:
+                conn.execute("UPDATE meta SET value = ? WHERE name = 'frontier'", (ts,))
+                frontier = ts
+        return frontier
+
     def store_id(self) -> str:
         return self._conn().execute(
             "SELECT value FROM meta WHERE name = 'store_id'").fetchall()[0][0]
