@@ -5,21 +5,25 @@ is folded to lower case, and the parser decides from context whether a word is a
 Double-quoted identifiers become ``QIDENT`` tokens so they are never mistaken for keywords.
 
 Every token carries its 0-based source offsets (so a statement's source text can be sliced
-out) and its 1-based line and column (for error messages). Every malformed input raises
-``SQLSyntaxError``; nothing else escapes.
+out) and its 1-based line and column (for error messages). Line and column are computed on
+demand from the offsets, since only errors and statement positions ever need them. Every
+malformed input raises ``SQLSyntaxError``; nothing else escapes.
+
+Speed matters here (a multi-row INSERT can hold tens of thousands of tokens), so the common
+tokens are recognised by one compiled scanner pattern and only the rarer or malformed ones
+(escape strings, nested comments, hex numbers, ...) go through the hand-written slow paths.
 """
 
 from __future__ import annotations
 
 import bisect
 import re
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from tidemark.errors import SQLSyntaxError
 
-__all__ = ["Token", "TokenKind", "tokenize"]
+__all__ = ["Token", "TokenKind", "tokenize", "tokenize_with_keys"]
 
 
 class TokenKind(StrEnum):
@@ -34,15 +38,80 @@ class TokenKind(StrEnum):
     EOF = "eof"
 
 
-@dataclass(slots=True, frozen=True)
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+class _LineMap:
+    """Maps source offsets to 1-based (line, column); the line table is built on first use."""
+
+    __slots__ = ("_starts", "source")
+
+    def __init__(self, source: str):
+        self.source = source
+        self._starts: list[int] | None = None
+
+    def where(self, offset: int) -> tuple[int, int]:
+        starts = self._starts
+        if starts is None:
+            starts = self._starts = [0] + [m.end() for m in _LINE_BREAK.finditer(self.source)]
+        line = bisect.bisect_right(starts, offset)
+        return line, offset - starts[line - 1] + 1
+
+
 class Token:
+    """One token. Tokens are values: treat them as immutable.
+
+    ``line`` and ``column`` (1-based) are computed from ``start`` when asked for.
+    """
+
+    __slots__ = ("_lines", "end", "kind", "start", "text", "value")
+    __match_args__ = ("kind", "value", "text", "start", "end", "line", "column")
+
     kind: TokenKind
     value: Any  # typed by kind, see TokenKind
     text: str  # exact source text ("EOF" for the end token)
     start: int  # 0-based offset of the first character
     end: int  # 0-based offset one past the last character
-    line: int
-    column: int
+
+    def __init__(self, kind: TokenKind, value: Any, text: str, start: int, end: int,
+                 lines: _LineMap):
+        self.kind = kind
+        self.value = value
+        self.text = text
+        self.start = start
+        self.end = end
+        self._lines = lines
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """``(line, column)``, both 1-based."""
+        return self._lines.where(self.start)
+
+    @property
+    def line(self) -> int:
+        return self._lines.where(self.start)[0]
+
+    @property
+    def column(self) -> int:
+        return self._lines.where(self.start)[1]
+
+    def _fields(self) -> tuple[Any, ...]:
+        line, column = self._lines.where(self.start)
+        return self.kind, self.value, self.text, self.start, self.end, line, column
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Token)
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        kind, value, text, start, end, line, column = self._fields()
+        return (f"Token(kind={kind!r}, value={value!r}, text={text!r}, start={start!r}, "
+                f"end={end!r}, line={line!r}, column={column!r})")
 
 
 # Limits that keep conversions cheap and away from Python's own limits (int() refuses
@@ -50,19 +119,42 @@ class Token:
 MAX_NUMBER_LENGTH = 1000
 MAX_PLACEHOLDER = 65535  # the PostgreSQL wire protocol's limit on bind parameters
 
-_IDENT_START = re.compile(r"[^\W\d]", re.UNICODE)
 _IDENT_REST = re.compile(r"[\w$]*", re.UNICODE)
 _NUMBER = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _HEX_INT = re.compile(r"0[xX][0-9a-fA-F]*")
 _DIGITS = re.compile(r"[0-9]*")
 _OCTAL_TAIL = re.compile(r"[0-7]{0,2}")
 _HEX_DIGITS = re.compile(r"[0-9a-fA-F]*")
-_ASCII_DIGITS = frozenset("0123456789")
-_WHITESPACE = re.compile(r"[ \t\n\r\f\v]+")
 
-# Longest first so "<=" wins over "<".
-_OPERATORS = ("::", "<>", "!=", "<=", ">=", "||",
-              "=", "<", ">", "+", "-", "*", "/", "%", ".", ",", "(", ")", "@", ";", "{", "}")
+# The scanner: one pattern for the common tokens, each alternative its own group (the match's
+# lastindex says which), every alternative swallowing the whitespace that follows it. The
+# fast alternatives only match tokens they can convert without further checks; anything
+# subtler (escape strings, '' inside a string, hex or exponent numbers, out-of-range or
+# malformed placeholders, nested comments) falls to the last group and the slow paths, which
+# also produce every error.
+_SCAN = re.compile(r"""
+    (?:
+        ( [eEbBxX]' )                           # 1: e'..', b'..', x'..' (slow path)
+      | ( [^\W\d] [\w$]*+ )                     # 2: a word
+      | ( :: | <> | != | <= | >= | \|\|         # 3: an operator ("--", "/*", ".5" are not)
+          | [=<>+*%,()@;{}] | -(?!-) | /(?!\*) | \.(?![0-9]) )
+      | ( [0-9]++ (?![\w$.]) )                  # 4: a plain integer
+      | ( '[^']*+' (?!') )                      # 5: a string without '' or escapes
+      | ( \$[0-9]{1,5}+ (?![\w$]) )             # 6: a $n placeholder (range checked later)
+      | ( [0-9]++ \. [0-9]++ (?![\w$.]) )       # 7: a plain decimal
+      | ( "[^"]++" (?!") )                      # 8: a quoted identifier without ""
+      | ( \? )                                  # 9: a ? placeholder
+      | ( --[^\n]*+\n? )                        # 10: a line comment
+      | ( [ \t\n\r\f\v]++ )                     # 11: whitespace not after a token
+      | ( /\* | ['"0-9$] | \.[0-9] )            # 12: everything else (slow path)
+    )
+    [ \t\n\r\f\v]*+
+""", re.VERBOSE)
+_IDENT, _QIDENT, _OP, _INT, _DECIMAL, _STRING, _PLACEHOLDER = (
+    TokenKind.IDENT, TokenKind.QIDENT, TokenKind.OP, TokenKind.INT, TokenKind.DECIMAL,
+    TokenKind.STRING, TokenKind.PLACEHOLDER)
+(_G_SPECIAL_STRING, _G_WORD, _G_OP, _G_INT, _G_STRING, _G_DOLLAR, _G_DECIMAL, _G_QIDENT,
+ _G_QUESTION, _G_COMMENT, _G_SPACE, _G_SLOW) = range(1, 13)
 
 _SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f",
                    "\\": "\\", "'": "'", '"': '"'}
@@ -77,14 +169,16 @@ def _snippet(text: str) -> str:
 class _Lexer:
     def __init__(self, source: str):
         self.src = source
-        self.line_starts = [0] + [m.end() for m in re.finditer(r"\r\n|\r|\n", source)]
+        self.lines = _LineMap(source)
         self.tokens: list[Token] = []
+        # Per token: the operator or the (folded) unquoted word, else None. The parser tests
+        # for keywords and operators with one lookup in this list.
+        self.keys: list[str | None] = []
         self.next_question = 0  # the index the next "?" placeholder gets
         self.placeholder_style: str | None = None  # "$" or "?": the two may not be mixed
 
     def where(self, offset: int) -> tuple[int, int]:
-        line = bisect.bisect_right(self.line_starts, offset)
-        return line, offset - self.line_starts[line - 1] + 1
+        return self.lines.where(offset)
 
     def error(self, message: str, offset: int, token: str, hint: str | None = None):
         line, column = self.where(offset)
@@ -92,51 +186,91 @@ class _Lexer:
                               token=token or "EOF", hint=hint)
 
     def add(self, kind: TokenKind, value: object, start: int, end: int) -> None:
-        line, column = self.where(start)
-        self.tokens.append(Token(kind, value, self.src[start:end], start, end, line, column))
+        """Append a token that is neither a word nor an operator (the slow paths' tokens)."""
+        self.tokens.append(Token(kind, value, self.src[start:end], start, end, self.lines))
+        self.keys.append(None)
 
     def run(self) -> list[Token]:
         src, n, i = self.src, len(self.src), 0
+        lines = self.lines
+        add_token, add_key = self.tokens.append, self.keys.append
+        match = _SCAN.match
         while i < n:
-            c = src[i]
-            if m := _WHITESPACE.match(src, i):
-                i = m.end()
-            elif src.startswith("--", i):
-                nl = src.find("\n", i)
-                i = n if nl < 0 else nl + 1
-            elif src.startswith("/*", i):
-                i = self.block_comment(i)
-            elif c == "'":
-                i = self.string(i, i, "plain")
-            elif c in "eEbBxX" and i + 1 < n and src[i + 1] == "'":
-                kind = {"e": "escape", "b": "bytes", "x": "hex"}[c.lower()]
-                i = self.string(i, i + 1, kind)
-            elif c == '"':
-                i = self.quoted_ident(i)
-            elif c in _ASCII_DIGITS or (c == "." and i + 1 < n and src[i + 1] in _ASCII_DIGITS):
-                i = self.number(i)
-            elif _IDENT_START.match(c):
-                end = _IDENT_REST.match(src, i + 1).end()
-                self.add(TokenKind.IDENT, src[i:end].lower(), i, end)
-                i = end
-            elif c == "$":
-                i = self.dollar_placeholder(i)
-            elif c == "?":
+            m = match(src, i)
+            if m is None:
+                raise self.error("unexpected character", i, src[i])
+            group = m.lastindex
+            if group == _G_WORD:
+                text = m[group]
+                value = text.lower()
+                add_token(Token(_IDENT, value, text, i, i + len(text), lines))
+                add_key(value)
+            elif group == _G_OP:
+                text = m[group]
+                value = "<>" if text == "!=" else text
+                add_token(Token(_OP, value, text, i, i + len(text), lines))
+                add_key(value)
+            elif group == _G_INT:
+                text = m[group]
+                if len(text) > MAX_NUMBER_LENGTH:
+                    i = self.number(i)
+                    continue
+                add_token(Token(_INT, int(text), text, i, i + len(text), lines))
+                add_key(None)
+            elif group == _G_STRING:
+                text = m[group]
+                add_token(Token(_STRING, text[1:-1], text, i, i + len(text), lines))
+                add_key(None)
+            elif group == _G_DOLLAR:
+                text = m[group]
+                index = int(text[1:])
+                if not 1 <= index <= MAX_PLACEHOLDER:
+                    i = self.dollar_placeholder(i)
+                    continue
+                if self.placeholder_style != "$":
+                    self.use_placeholder_style("$", i)
+                add_token(Token(_PLACEHOLDER, index, text, i, i + len(text), lines))
+                add_key(None)
+            elif group == _G_DECIMAL:
+                text = m[group]
+                if len(text) > MAX_NUMBER_LENGTH:
+                    i = self.number(i)
+                    continue
+                add_token(Token(_DECIMAL, text, text, i, i + len(text), lines))
+                add_key(None)
+            elif group == _G_QIDENT:
+                text = m[group]
+                add_token(Token(_QIDENT, text[1:-1], text, i, i + len(text), lines))
+                add_key(None)
+            elif group == _G_QUESTION:
                 self.use_placeholder_style("?", i)
                 self.next_question += 1
-                self.add(TokenKind.PLACEHOLDER, self.next_question, i, i + 1)
-                i += 1
-            else:
-                for op in _OPERATORS:
-                    if src.startswith(op, i):
-                        self.add(TokenKind.OP, "<>" if op == "!=" else op, i, i + len(op))
-                        i += len(op)
-                        break
-                else:
-                    raise self.error("unexpected character", i, c)
-        line, column = self.where(n)
-        self.tokens.append(Token(TokenKind.EOF, None, "EOF", n, n, line, column))
+                add_token(Token(_PLACEHOLDER, self.next_question, "?", i, i + 1, lines))
+                add_key(None)
+            elif group in (_G_SLOW, _G_SPECIAL_STRING):
+                i = self.slow_token(i)
+                continue
+            # else a comment or whitespace: nothing to add
+            i = m.end()
+        self.tokens.append(Token(TokenKind.EOF, None, "EOF", n, n, lines))
+        self.keys.append(None)
         return self.tokens
+
+    def slow_token(self, i: int) -> int:
+        """Lex the token at ``i`` that the scanner left to a slow path; return its end."""
+        src, c = self.src, self.src[i]
+        if src.startswith("/*", i):
+            return self.block_comment(i)
+        if c == "'":
+            return self.string(i, i, "plain")
+        if c in "eEbBxX":  # followed by a quote, or the scanner would have taken a word
+            kind = {"e": "escape", "b": "bytes", "x": "hex"}[c.lower()]
+            return self.string(i, i + 1, kind)
+        if c == '"':
+            return self.quoted_ident(i)
+        if c == "$":
+            return self.dollar_placeholder(i)
+        return self.number(i)  # a digit, or a dot before one
 
     def block_comment(self, start: int) -> int:
         # Comments nest, as in PostgreSQL: /* a /* b */ c */ is one comment.
@@ -325,3 +459,9 @@ def tokenize(source: str) -> list[Token]:
     binds one parameter list just as ``$n`` placeholders do.
     """
     return _Lexer(source).run()
+
+
+def tokenize_with_keys(source: str) -> tuple[list[Token], list[str | None]]:
+    """``tokenize``, plus for each token its operator or folded unquoted word (else None)."""
+    lexer = _Lexer(source)
+    return lexer.run(), lexer.keys

@@ -6,17 +6,20 @@ ignored) and ``parse_one(sql)`` for exactly one statement. Expressions use prece
 
 Every malformed input raises ``SQLSyntaxError`` carrying the 1-based line and column of the
 offending token and its text ("EOF" at the end of input); no other exception escapes.
+
+The token helpers test keywords and operators through the lexer's ``keys`` list (the operator
+or folded unquoted word of each token), one list lookup per test. Multi-row VALUES lists of
+plain literals, the bulk of a large INSERT, take a fast path that builds the row directly.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from tidemark.errors import SQLSyntaxError
 from tidemark.sql import ast
-from tidemark.sql.lexer import Token, TokenKind, tokenize
+from tidemark.sql.lexer import Token, TokenKind, tokenize_with_keys
 
 __all__ = ["RESERVED_KEYWORDS", "parse", "parse_one"]
 
@@ -97,7 +100,17 @@ _INFIX_OPS = {"=": _CMP, "<>": _CMP, "<": _CMP, "<=": _CMP, ">": _CMP, ">=": _CM
               "::": _CAST}
 _INFIX_WORDS = {"or": _OR, "and": _AND, "is": _CMP, "in": _CMP, "between": _CMP,
                 "like": _CMP, "ilike": _CMP}
+_INFIX_POWERS: dict[str | None, int] = {**_INFIX_OPS, **_INFIX_WORDS}
 _NEGATABLE_INFIX = frozenset({"in", "between", "like", "ilike"})
+# Token kinds that are a complete literal expression, and the node each makes.
+_LITERALS: dict[TokenKind, Callable[[Any], ast.Expr]] = {
+    TokenKind.INT: ast.IntLiteral,
+    TokenKind.DECIMAL: ast.DecimalLiteral,
+    TokenKind.STRING: ast.StringLiteral,
+    TokenKind.BYTES: ast.BytesLiteral,
+    TokenKind.PLACEHOLDER: ast.Placeholder,
+}
+_NEGATABLE_LITERALS = frozenset({TokenKind.INT, TokenKind.DECIMAL})
 _JOIN_WORDS = frozenset({"join", "inner", "left", "right", "full", "cross", "natural"})
 
 # Deeper nesting than this is refused instead of risking Python's recursion limit.
@@ -124,8 +137,13 @@ def parse_one(sql: str) -> ast.Statement:
 class _Parser:
     def __init__(self, source: str):
         self.source = source
-        self.tokens: list[Token] = tokenize(source)
-        self.i = 0
+        self.tokens: list[Token]
+        # keys[i]: the operator or folded unquoted word of tokens[i], else None. Operators and
+        # words cannot collide, so at_op/at_kw are one lookup here.
+        self.keys: list[str | None]
+        self.tokens, self.keys = tokenize_with_keys(source)
+        self.last = len(self.tokens) - 1  # the index of the EOF token
+        self.i = 0  # never beyond self.last
         self.depth = 0
         self.statement_starts: list[Token] = []  # first token of each parsed statement
 
@@ -133,13 +151,15 @@ class _Parser:
     # Token helpers. peek() never runs past the EOF token, so no IndexError is possible.
 
     def peek(self, k: int = 0) -> Token:
-        return self.tokens[min(self.i + k, len(self.tokens) - 1)]
+        if k:
+            return self.tokens[min(self.i + k, self.last)]
+        return self.tokens[self.i]
 
     def advance(self) -> Token:
-        tok = self.peek()
-        if tok.kind is not TokenKind.EOF:
-            self.i += 1
-        return tok
+        i = self.i
+        if i < self.last:  # the EOF token is the last one and is never consumed
+            self.i = i + 1
+        return self.tokens[i]
 
     def error(self, message: str, tok: Token | None = None,
               hint: str | None = None) -> SQLSyntaxError:
@@ -151,32 +171,40 @@ class _Parser:
         raise self.error(message, tok, hint)
 
     def at_kw(self, *words: str, k: int = 0) -> bool:
-        tok = self.peek(k)
-        return tok.kind is TokenKind.IDENT and tok.value in words
+        if k:
+            return self.keys[min(self.i + k, self.last)] in words
+        return self.keys[self.i] in words
 
     def accept_kw(self, *words: str) -> str | None:
         """Consume the next token if it is one of ``words``; return which, else None."""
-        if self.at_kw(*words):
-            return str(self.advance().value)
+        key = self.keys[self.i]
+        if key in words:
+            self.i += 1
+            return key
         return None
 
     def expect_kw(self, *words: str) -> str:
-        if self.at_kw(*words):
-            return str(self.advance().value)
+        key = self.keys[self.i]
+        if key in words:
+            self.i += 1
+            return key
         self.fail("expected " + " or ".join(w.upper() for w in words))
 
     def at_op(self, *ops: str, k: int = 0) -> bool:
-        tok = self.peek(k)
-        return tok.kind is TokenKind.OP and tok.value in ops
+        if k:
+            return self.keys[min(self.i + k, self.last)] in ops
+        return self.keys[self.i] in ops
 
     def accept_op(self, op: str) -> bool:
-        if self.at_op(op):
-            self.advance()
+        if self.keys[self.i] == op:
+            self.i += 1
             return True
         return False
 
     def expect_op(self, op: str) -> None:
-        if not self.accept_op(op):
+        if self.keys[self.i] == op:
+            self.i += 1
+        else:
             self.fail(f'expected "{op}"')
 
     def at_as_of(self) -> bool:
@@ -184,7 +212,9 @@ class _Parser:
 
     def comma_list(self, item: Callable[[], _T]) -> tuple[_T, ...]:
         items = [item()]
-        while self.accept_op(","):
+        keys = self.keys
+        while keys[self.i] == ",":
+            self.i += 1
             items.append(item())
         return tuple(items)
 
@@ -198,7 +228,7 @@ class _Parser:
     # Names
 
     def is_name(self, k: int = 0) -> bool:
-        tok = self.peek(k)
+        tok = self.tokens[min(self.i + k, self.last)] if k else self.tokens[self.i]
         return tok.kind is TokenKind.QIDENT or (
             tok.kind is TokenKind.IDENT and tok.value not in RESERVED_KEYWORDS)
 
@@ -291,8 +321,11 @@ class _Parser:
         """Attach the source text and position of the tokens from ``start`` to the last one
         consumed."""
         end = self.tokens[self.i - 1].end if self.i > 0 else start.end
-        return dataclasses.replace(node, text=self.source[start.start:end],
-                                   pos=(start.line, start.column))
+        # ``node`` was just built by the caller and is not shared yet, so setting the two
+        # fields in place is as good as (and much cheaper than) dataclasses.replace.
+        object.__setattr__(node, "text", self.source[start.start:end])
+        object.__setattr__(node, "pos", start.position)
+        return node
 
     # --- SELECT ----------------------------------------------------------------------------
 
@@ -441,14 +474,54 @@ class _Parser:
     def values(self) -> ast.Values:
         self.expect_kw("values")
         rows: list[tuple[ast.Expr, ...]] = []
+        # The fast path builds at most two levels of nodes (a negated literal).
+        fast = self.depth + 2 <= MAX_NESTING
         while True:
-            row_tok = self.peek()
-            row = self.parenthesized_list(self.expr_or_default)
+            row_tok = self.tokens[self.i]
+            row = (fast and self.literal_row()) or self.parenthesized_list(self.expr_or_default)
             if rows and len(row) != len(rows[0]):
                 self.fail("VALUES lists must all be the same length", row_tok)
             rows.append(row)
             if not self.accept_op(","):
                 return ast.Values(tuple(rows))
+
+    def literal_row(self) -> tuple[ast.Expr, ...] | None:
+        """Fast path for a VALUES row of plain literals, ``(1, -2.5, 'a', $1, NULL, DEFAULT)``:
+        the row, or None (nothing consumed) if it holds anything else, in which case the
+        general path parses it, errors included. Each item is a literal token, optionally
+        after "-", and is followed by "," or ")", where the general path would build just
+        the same node."""
+        tokens, keys, i = self.tokens, self.keys, self.i
+        if keys[i] != "(":
+            return None
+        items: list[ast.Expr] = []
+        while True:
+            i += 1
+            tok = tokens[i]
+            literal = _LITERALS.get(tok.kind)
+            if literal is not None:
+                item = literal(tok.value)
+            else:
+                key = keys[i]
+                if key == "null":
+                    item = ast.NullLiteral()
+                elif key == "true" or key == "false":
+                    item = ast.BoolLiteral(key == "true")
+                elif key == "default":
+                    item = ast.DefaultExpr()
+                elif key == "-" and tokens[i + 1].kind in _NEGATABLE_LITERALS:
+                    i += 1
+                    item = _negate(_LITERALS[tokens[i].kind](tokens[i].value))
+                else:  # not a literal (EOF included: its key is None)
+                    return None
+            items.append(item)
+            i += 1  # i was a literal, not EOF, so this is at most the EOF token
+            key = keys[i]
+            if key == ")":
+                self.i = i + 1
+                return tuple(items)
+            if key != ",":
+                return None
 
     def expr_or_default(self) -> ast.Expr:
         if self.accept_kw("default"):
@@ -918,11 +991,15 @@ class _Parser:
 
     def expr(self, min_power: int = 0) -> ast.Expr:
         """Parse an expression whose operators all bind tighter than ``min_power``."""
-        self.enter()
+        self.depth += 1  # enter(), inlined
+        if self.depth > MAX_NESTING:
+            self.fail(f"expression nested too deeply (more than {MAX_NESTING} levels)")
         try:
             left = self.prefix()
+            keys = self.keys
             while True:
-                power = self.infix_power()
+                key = keys[self.i]
+                power = _INFIX_POWERS.get(key) if key != "not" else self.infix_power()
                 if power is None or power <= min_power:
                     return left
                 left = self.infix(left, power)
@@ -930,14 +1007,10 @@ class _Parser:
             self.depth -= 1
 
     def infix_power(self) -> int | None:
-        tok = self.peek()
-        if tok.kind is TokenKind.OP:
-            return _INFIX_OPS.get(str(tok.value))
-        if tok.kind is not TokenKind.IDENT:
-            return None
-        if tok.value == "not":  # NOT IN / NOT BETWEEN / NOT LIKE / NOT ILIKE
+        key = self.keys[self.i]
+        if key == "not":  # NOT IN / NOT BETWEEN / NOT LIKE / NOT ILIKE
             return _CMP if self.at_kw(*_NEGATABLE_INFIX, k=1) else None
-        return _INFIX_WORDS.get(str(tok.value))
+        return _INFIX_POWERS.get(key)
 
     def infix(self, left: ast.Expr, power: int) -> ast.Expr:
         tok = self.advance()
@@ -984,34 +1057,28 @@ class _Parser:
         return ast.InList(left, self.parenthesized_list(self.expr), negated)
 
     def prefix(self) -> ast.Expr:
-        if self.accept_op("-"):
+        key = self.keys[self.i]
+        if key == "-":
+            self.i += 1
             return _negate(self.expr(_UNARY))
-        if self.accept_op("+"):
+        if key == "+":
+            self.i += 1
             return self.expr(_UNARY)
-        if self.accept_kw("not"):
+        if key == "not":
+            self.i += 1
             return ast.UnaryOp("NOT", self.expr(_NOT))
         return self.primary()
 
     def primary(self) -> ast.Expr:
-        tok = self.peek()
+        tok = self.tokens[self.i]
         kind = tok.kind
-        if kind is TokenKind.INT:
-            self.advance()
-            return ast.IntLiteral(int(tok.value))
-        if kind is TokenKind.DECIMAL:
-            self.advance()
-            return ast.DecimalLiteral(str(tok.value))
-        if kind is TokenKind.STRING:
-            self.advance()
-            return ast.StringLiteral(str(tok.value))
-        if kind is TokenKind.BYTES:
-            self.advance()
-            return ast.BytesLiteral(tok.value)
-        if kind is TokenKind.PLACEHOLDER:
-            self.advance()
-            return ast.Placeholder(int(tok.value))
+        # A literal is never the EOF token, so consuming it is just self.i += 1.
+        literal = _LITERALS.get(kind)
+        if literal is not None:
+            self.i += 1
+            return literal(tok.value)
         if kind is TokenKind.OP and tok.value == "(":
-            self.advance()
+            self.i += 1
             if self.at_kw("select"):
                 self.fail("subqueries are only supported as the right side of IN")
             inner = self.expr()
