@@ -48,6 +48,7 @@ DEFAULT_CACHE_KIB = 64 * 1024
 DEFAULT_BUSY_TIMEOUT_MS = 60_000
 DEFAULT_MMAP_BYTES = 256 * 1024 * 1024
 PAGE_SIZE = 8192
+EXPORT_PAGE_SIZE = 65536  # export files are written once, appended in key order: big pages win
 WAL_AUTOCHECKPOINT_PAGES = 10_000  # checkpoint less often than SQLite's 1000 during bulk writes
 
 _SCHEMA = f"""
@@ -505,7 +506,7 @@ class SQLiteEngine:
         conn = self._conn()  # warm page cache and mmap; ATTACH is undone below
         conn.execute("ATTACH DATABASE ? AS exp", (tmp,))
         try:
-            conn.execute(f"PRAGMA exp.page_size={PAGE_SIZE}; PRAGMA exp.journal_mode=OFF; "
+            conn.execute(f"PRAGMA exp.page_size={EXPORT_PAGE_SIZE}; PRAGMA exp.journal_mode=OFF; "
                          "PRAGMA exp.synchronous=OFF")
             conn.execute("BEGIN")
             conn.execute(_EXPORT_SCHEMA)
@@ -545,6 +546,7 @@ class SQLiteEngine:
         if not os.path.exists(path):
             raise StoreError(f"cannot import {path}: no such file")
         conn = self._conn()
+        # Keys matching no rewrite come out NULL and are dropped.
         key_expr, params = "key", {}
         if rewrites:
             cases = []
