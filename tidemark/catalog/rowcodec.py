@@ -62,7 +62,7 @@ _unpack_i32 = struct.Struct(">i").unpack
 # Types msgspec encodes natively and exactly; everything else goes through _convert first
 # (msgspec would otherwise turn Decimal/date/UUID into plain strings).
 _NATIVE = frozenset({bool, int, float, str, bytes})
-_json_encoder = msgspec.msgpack.Encoder()
+_json_encoder = msgspec.msgpack.Encoder(order="sorted")  # JSONB objects: keys sorted, as CockroachDB
 _json_decoder = msgspec.msgpack.Decoder()
 
 
@@ -113,7 +113,9 @@ def encode_row(values: Mapping[int, object]) -> bytes:
     return _encoder.encode(
         {
             k: (v if type(v) in _NATIVE else _convert(v))
-            for k, v in values.items()
+            # Sorted: a row encodes to the same bytes whatever order its dict was built in
+            # (fingerprints and backups compare bytes).
+            for k, v in sorted(values.items())
             if v is not None
         }
     )

@@ -261,6 +261,7 @@ def run_insert(txn: Txn, stmt: ast.Insert, ctx: Context, table: TableDescriptor,
                 if updated is not None:
                     check_not_null(table, updated)
                     writer.update(existing, updated)
+                    touched.add(writer.pk_key(updated))  # it may have a new primary key
                     written.append(updated)
                 continue
         writer.insert(row, pk_key)
