@@ -17,6 +17,7 @@ from typing import Any
 
 from tidemark.cluster.node import Node
 from tidemark.errors import SQLError, TidemarkError
+from tidemark.jobs.registry import Registry
 from tidemark.sql.result import Result
 from tidemark.sql.session import Session
 
@@ -29,15 +30,18 @@ class Connection:
     def __init__(self, path: str | os.PathLike[str], database: str = "defaultdb"):
         self.node = Node(path)
         try:
-            self.session = Session(self.node, database)
+            self.registry = Registry(self.node)
+            self.session = Session(self.node, database, self.registry)
         except BaseException:
             self.node.close()
             raise
+        self.registry.start_adopting()  # this process runs orphaned jobs too
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
         return self.session.execute(sql, params)
 
     def close(self) -> None:
+        self.registry.close()
         self.node.close()
 
     def __enter__(self) -> Connection:

@@ -9,7 +9,10 @@ interval (``'-10s'``, ``'-1h30m'``) or a timestamp string (``'2026-11-21 09:00:0
 from __future__ import annotations
 
 import datetime as dt
+import os
+import random
 import re
+import threading
 import time
 
 NANOS_PER_SECOND = 1_000_000_000
@@ -95,3 +98,23 @@ def parse_ts(text: str, now: int) -> int:
             f"{format_ts(now)}, an interval such as '-10s', or a time such as "
             "'2026-01-02 03:04:05'") from None
     return datetime_to_ts(parsed)
+
+
+_unique_lock = threading.Lock()
+_unique_last = 0
+_UNIQUE_TAG = random.Random(os.getpid() ^ time.time_ns()).randrange(16)
+
+
+def unique_int() -> int:
+    """Unique positive INT8s, roughly ordered by time (``unique_rowid()``, job IDs).
+
+    Microseconds since the epoch shifted left 12 bits, a per-process tag in the low four bits
+    so processes sharing a store do not collide, and a per-process sequence above it.
+    """
+    global _unique_last
+    with _unique_lock:
+        candidate = ((time.time_ns() // 1000) << 12) | _UNIQUE_TAG
+        if candidate <= _unique_last:
+            candidate = _unique_last + 16
+        _unique_last = candidate
+        return candidate

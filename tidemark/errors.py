@@ -18,6 +18,7 @@ gets a traceback.
      ├── SettingError                   unknown setting or invalid value
      ├── ProtectionError                a protected-timestamp record cannot be made or found
      ├── TransactionError               misuse of a transaction (used after commit, ...)
+     ├── JobPausedError                 a job a statement waits on paused (PAUSE JOB, pause point)
      └── SQLError                       raised by the SQL layer, with its own SQLSTATE
           └── SQLSyntaxError            line, column and the offending token
 """
@@ -103,3 +104,15 @@ class SQLSyntaxError(SQLError):
         self.line = line
         self.column = column
         self.token = token
+
+
+class JobPausedError(TidemarkError):
+    """A job that a statement was waiting for paused itself or was paused."""
+
+    code = "57014"
+
+    def __init__(self, job_id: int, reason: str):
+        super().__init__(f"job {job_id} {reason or 'paused'}",
+                         hint=f"RESUME JOB {job_id} continues it; CANCEL JOB {job_id} undoes it")
+        self.job_id = job_id
+        self.reason = reason

@@ -8,6 +8,7 @@ import tidemark
 from tidemark.catalog.descriptors import IndexState
 from tidemark.errors import SQLError
 from tidemark.kv.keys import index_prefix, prefix_end
+from tidemark.schemachange import index as index_mod
 from tidemark.sql import ddl
 from tidemark.sql.ast import TableName
 from tidemark.sql.parser import parse_one
@@ -36,7 +37,7 @@ def add_index(conn, state: IndexState) -> int:
 
 def set_state(conn, index_id: int, state: IndexState) -> None:
     table = conn.node.db.run(lambda txn: conn.session.table(txn, TableName("t")))
-    conn.node.db.run(lambda txn: ddl.set_index_state(txn, table.id, index_id, state))
+    conn.node.db.run(lambda txn: index_mod.set_index_state(txn, table.id, index_id, state))
 
 
 def test_delete_only_index_gets_deletes_not_inserts(conn):
@@ -64,7 +65,7 @@ def test_online_create_index_over_many_batches(conn):
     before = conn.node.db.now()
     conn.execute("CREATE INDEX t_v_idx ON t (v)")
     arrivals = {a for _, _, a, _ in conn.node.engine.versions(
-        *ddl.index_span(*_ids(conn)))}
+        *index_mod.index_span(*_ids(conn)))}
     assert len(arrivals) == 15  # ceil(100 / 7) batches, each its own arrival
     assert all(a > before for a in arrivals)
     via_index = conn.execute("SELECT id, v FROM t@t_v_idx").rows

@@ -57,6 +57,11 @@ def schema_generation(txn: Txn) -> int:
     return 0 if raw is None else msgspec.msgpack.decode(raw)
 
 
+def schema_written(txn: Txn) -> bool:
+    """Did this (uncommitted) transaction change a descriptor or a name?"""
+    return txn.wrote(_SCHEMA_GENERATION)
+
+
 def _bump_generation(txn: Txn) -> None:
     txn.put(_SCHEMA_GENERATION, msgspec.msgpack.encode(schema_generation(txn) + 1))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
+import math
 import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -246,3 +247,27 @@ def coerce(value: Any, typ: ColumnType, column: str = "?") -> Any:
             return JSONValue(value)
         raise _mismatch(value, typ, column)
     raise AssertionError(f"unhandled family {f}")
+
+
+def format_value(v: Any) -> str:
+    """The text form of a value, as the CLI prints it."""
+    if v is None:
+        return "NULL"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, dt.datetime):
+        return v.strftime("%Y-%m-%d %H:%M:%S") + (f".{v.microsecond:06d}".rstrip("0")
+                                                   if v.microsecond else "") + "+00"
+    if isinstance(v, bytes):
+        return "\\x" + v.hex()
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "NaN"
+        if math.isinf(v):
+            return "Infinity" if v > 0 else "-Infinity"
+        return repr(v) if v != int(v) or abs(v) >= 1e16 else str(int(v))
+    if isinstance(v, JSONValue):
+        return json.dumps(v.document, separators=(", ", ": "))
+    return str(v)

@@ -16,6 +16,7 @@ from tidemark.clock import format_ts
 from tidemark.cluster.node import Node
 from tidemark.errors import TidemarkError
 from tidemark.kv.keys import index_prefix, prefix_end
+from tidemark.schemachange import index as index_mod
 from tidemark.sql import ddl
 from tidemark.sql.ast import TableName
 from tidemark.sql.parser import parse_one
@@ -76,16 +77,16 @@ def _run(console: Console, node: Node, tmp: Path) -> None:
     stmt = parse_one("CREATE INDEX bank_owner_idx ON bank (owner) STORING (balance)")
     _, index = node.db.run(lambda txn: ddl.add_index(txn, sess.table(txn, TableName("bank")),
                                                      stmt, IndexState.DELETE_ONLY))
-    desc = node.db.run(lambda txn: ddl.set_index_state(txn, table_id, index.id,
+    desc = node.db.run(lambda txn: index_mod.set_index_state(txn, table_id, index.id,
                                                        IndexState.WRITE_ONLY))
     read_ts = node.db.now()
     backup1 = node.db.now()
     console.print(f"  backfill reads at R = {format_ts(read_ts)}")
     console.print(f"  backup 1 ends at      {format_ts(backup1)}  (index not public: skipped)")
     rows = [decode_row(v) for _, v in node.db.scan(
-        *ddl.index_span(table_id, desc.primary_index.id), ts=read_ts)]
-    arrival = node.engine.ingest(ddl.build_entries(desc, index, rows, None), ts=read_ts)
-    node.db.run(lambda txn: ddl.set_index_state(txn, table_id, index.id, IndexState.PUBLIC))
+        *index_mod.index_span(table_id, desc.primary_index.id), ts=read_ts)]
+    arrival = node.engine.ingest(index_mod.build_entries(desc, index, rows, None), ts=read_ts)
+    node.db.run(lambda txn: index_mod.set_index_state(txn, table_id, index.id, IndexState.PUBLIC))
     backup2 = node.db.now()
     console.print(f"  entries ingested at R, arriving at {format_ts(arrival)}; index public")
     console.print(f"  backup 2 ends at      {format_ts(backup2)}")

@@ -1,11 +1,7 @@
-"""Schema statements: CREATE/DROP DATABASE, TABLE and INDEX.
+"""Schema statements: CREATE/DROP DATABASE, TABLE and INDEX (their descriptor changes).
 
-``CREATE INDEX`` outside an explicit transaction follows the online protocol: the index goes
-DELETE_ONLY, then WRITE_ONLY (from then on every write maintains it); the backfill reads the
-table at a timestamp ``R`` after WRITE_ONLY committed and ingests entries *at* ``R`` in batches,
-each batch with its own arrival, so newer concurrent writes shadow them; validation compares
-the index with the table; then PUBLIC. A failure removes the index and tombstones its entries.
-Inside an explicit transaction the index is built within the transaction instead.
+Adding an index here only puts it in the descriptor; outside an explicit transaction its
+backfill is a job (``tidemark.schemachange.index``), inside one it is built in the transaction.
 
 Dropped tables and indexes get MVCC tombstones over their spans, so AS OF SYSTEM TIME reads from
 before the drop still work until GC.
@@ -14,7 +10,6 @@ before the drop still work until GC.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import msgspec
 
@@ -27,33 +22,14 @@ from tidemark.catalog.descriptors import (
     IndexState,
     TableDescriptor,
 )
-from tidemark.catalog.entries import entry
-from tidemark.catalog.rowcodec import decode_row
 from tidemark.catalog.types import INT8, coerce, type_from_ref
-from tidemark.cluster.settings import Kind, register
-from tidemark.errors import SQLError, TidemarkError
-from tidemark.kv.db import DB
-from tidemark.kv.keys import index_prefix, prefix_end, table_prefix
+from tidemark.errors import SQLError
 from tidemark.kv.txn import Txn
+from tidemark.schemachange.index import table_span
 from tidemark.sql import ast
-from tidemark.sql.expr import Compiler, Context, Scope, format_value
+from tidemark.sql.expr import Compiler, Context, Scope
 from tidemark.sql.format import format_expr
 from tidemark.sql.result import Result
-
-BACKFILL_BATCH_SIZE = register(
-    "bulkio.index_backfill.batch_size", Kind.INT, 10_000,
-    "rows read, and index entries ingested, per batch of an index backfill",
-    validate=lambda v: None if v >= 1 else "must be at least 1")
-
-
-def index_span(table_id: int, index_id: int) -> tuple[bytes, bytes]:
-    p = index_prefix(table_id, index_id)
-    return p, prefix_end(p)
-
-
-def table_span(table_id: int) -> tuple[bytes, bytes]:
-    p = table_prefix(table_id)
-    return p, prefix_end(p)
 
 
 def create_database(txn: Txn, stmt: ast.CreateDatabase) -> Result:
@@ -247,100 +223,3 @@ def add_index(txn: Txn, table: TableDescriptor, stmt: ast.CreateIndex,
                                     next_index_id=table.next_index_id + 1)
     table = catalog.write_descriptor(txn, table)  # type: ignore[assignment]
     return table, index
-
-
-def set_index_state(txn: Txn, table_id: int, index_id: int,
-                    state: IndexState | None) -> TableDescriptor:
-    """Move an index to ``state``; None removes it from the descriptor."""
-    table = catalog.get_descriptor(txn, table_id)
-    if not isinstance(table, TableDescriptor):
-        raise SQLError(f"table {table_id} was dropped during the schema change", code="42P01")
-    indexes = tuple(i if i.id != index_id else msgspec.structs.replace(i, state=state)
-                    for i in table.indexes if state is not None or i.id != index_id)
-    return catalog.write_descriptor(  # type: ignore[return-value]
-        txn, msgspec.structs.replace(table, indexes=indexes))
-
-
-def build_entries(table: TableDescriptor, index: Index,
-                  rows: list[dict[int, Any]], seen: dict[bytes, dict[int, Any]] | None
-                  ) -> list[tuple[bytes, bytes]]:
-    """Index entries of rows; for a unique index, a duplicate raises naming the value."""
-    out = []
-    for row in rows:
-        key, value = entry(table, index, row)
-        if seen is not None:
-            if key in seen:
-                raise _duplicate(table, index, row)
-            seen[key] = row
-        out.append((key, value))
-    out.sort()
-    return out
-
-
-def _duplicate(table: TableDescriptor, index: Index, row: dict[int, Any]) -> SQLError:
-    cols = [table.column_by_id(c) for c in index.column_ids]
-    values = ", ".join(format_value(row.get(c.id)) for c in cols)
-    return SQLError(
-        f'failed to create unique index "{index.name}": duplicate key value violates unique '
-        f"constraint (SQLSTATE 23505): Key ({', '.join(c.name for c in cols)})=({values}) "
-        "is duplicated", code="23505")
-
-
-def build_index_in_txn(txn: Txn, table: TableDescriptor, index: Index) -> None:
-    """Backfill inside an explicit transaction: the transaction sees (and serializes) all."""
-    start, end = index_span(table.id, table.primary_index.id)
-    rows = [decode_row(v) for _, v in txn.scan(start, end)]
-    seen: dict[bytes, dict[int, Any]] | None = {} if index.unique else None
-    for key, value in build_entries(table, index, rows, seen):
-        txn.put(key, value)
-
-
-def backfill_online(db: DB, table_id: int, index_id: int,
-                    batch_size: int = BACKFILL_BATCH_SIZE.default) -> int:
-    """WRITE_ONLY -> backfill at R -> validate -> PUBLIC. Returns the entries written."""
-    table = db.run(lambda txn: set_index_state(txn, table_id, index_id, IndexState.WRITE_ONLY))
-    read_ts = db.now()  # after WRITE_ONLY committed: later writes maintain the index
-    index = next(i for i in table.indexes if i.id == index_id)
-    seen: dict[bytes, dict[int, Any]] | None = {} if index.unique else None
-    start, end = index_span(table_id, table.primary_index.id)
-    written = 0
-    while start < end:
-        rows = db.scan(start, end, ts=read_ts, limit=batch_size)
-        if not rows:
-            break
-        entries = build_entries(table, index, [decode_row(v) for _, v in rows], seen)
-        db.engine.ingest(entries, ts=read_ts)
-        written += len(entries)
-        start = rows[-1][0] + b"\x00"
-        if len(rows) < batch_size:
-            break
-    _validate_index(db, table, index)
-    db.run(lambda txn: set_index_state(txn, table_id, index_id, IndexState.PUBLIC))
-    return written
-
-
-def _validate_index(db: DB, table: TableDescriptor, index: Index) -> None:
-    """The index must hold exactly the entries the table's rows give, now."""
-    def check(txn: Txn) -> None:
-        current = catalog.get_descriptor(txn, table.id)
-        assert isinstance(current, TableDescriptor)
-        start, end = index_span(table.id, table.primary_index.id)
-        rows = [decode_row(v) for _, v in txn.scan(start, end)]
-        seen: dict[bytes, dict[int, Any]] | None = {} if index.unique else None
-        expected = build_entries(current, index, rows, seen)
-        i_start, i_end = index_span(table.id, index.id)
-        actual = txn.scan(i_start, i_end)
-        if actual != expected:
-            raise SQLError(
-                f"validation of index {index.name} failed: {len(actual)} entries for "
-                f"{len(expected)} rows", code="XX000")
-    db.run(check)
-
-
-def abandon_index(db: DB, table_id: int, index_id: int) -> None:
-    """Remove a failed index from its table and tombstone whatever entries it got."""
-    try:
-        db.run(lambda txn: set_index_state(txn, table_id, index_id, None))
-    except TidemarkError:
-        pass  # the table itself is gone
-    db.engine.delete_range(*index_span(table_id, index_id))

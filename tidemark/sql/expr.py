@@ -22,7 +22,7 @@ from decimal import Decimal, DivisionByZero, InvalidOperation
 from typing import Any
 
 from tidemark.catalog.rowcodec import JSONValue
-from tidemark.catalog.types import ColumnType, Family, coerce, type_from_ref
+from tidemark.catalog.types import ColumnType, Family, coerce, format_value, type_from_ref
 from tidemark.clock import format_ts, ts_to_datetime
 from tidemark.errors import SQLError
 from tidemark.sql import ast
@@ -608,28 +608,3 @@ def cast(value: Any, typ: ColumnType) -> Any:
     except SQLError as exc:
         raise SQLError(f"cannot cast {format_value(value)} to {typ.sql()}: {exc.message}",
                        code=exc.code) from None
-
-
-def format_value(v: Any) -> str:
-    """The text form of a value, as the CLI prints it."""
-    if v is None:
-        return "NULL"
-    if v is True:
-        return "true"
-    if v is False:
-        return "false"
-    if isinstance(v, dt.datetime):
-        return v.strftime("%Y-%m-%d %H:%M:%S") + (f".{v.microsecond:06d}".rstrip("0")
-                                                   if v.microsecond else "") + "+00"
-    if isinstance(v, bytes):
-        return "\\x" + v.hex()
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "NaN"
-        if math.isinf(v):
-            return "Infinity" if v > 0 else "-Infinity"
-        return repr(v) if v != int(v) or abs(v) >= 1e16 else str(int(v))
-    if isinstance(v, JSONValue):
-        import json
-        return json.dumps(v.document, separators=(", ", ": "))
-    return str(v)

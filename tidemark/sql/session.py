@@ -9,10 +9,6 @@ further statements are refused until ROLLBACK.
 from __future__ import annotations
 
 import functools
-import os
-import random
-import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,11 +19,14 @@ from tidemark.catalog.descriptors import (
     IndexState,
     TableDescriptor,
 )
-from tidemark.clock import parse_ts, wall_now
+from tidemark.clock import parse_ts, unique_int, wall_now
 from tidemark.cluster.node import Node
 from tidemark.cluster.versions import VERSION_SETTING
 from tidemark.errors import SQLError, TidemarkError, TransactionError
+from tidemark.jobs.record import JobRecord
+from tidemark.jobs.registry import Registry
 from tidemark.kv.txn import Txn
+from tidemark.schemachange.index import SCHEMA_CHANGE, build_index_in_txn, set_index_state
 from tidemark.sql import ast, ddl, dml, show
 from tidemark.sql.expr import Compiler, Context, Scope, is_constant, literal_value
 from tidemark.sql.parser import parse, parse_one
@@ -35,23 +34,6 @@ from tidemark.sql.result import Result
 from tidemark.sql.select import run_select
 
 MAX_CACHED_NAMES = 1024
-_rowid_lock = threading.Lock()
-_rowid_last = 0
-_ROWID_TAG = random.Random(os.getpid() ^ time.time_ns()).randrange(16)
-
-
-def unique_rowid() -> int:
-    """Unique INT8s, roughly ordered by time: microseconds << 12, a process tag in the low
-    four bits so processes sharing a store do not collide, and a per-process sequence."""
-    global _rowid_last
-    with _rowid_lock:
-        candidate = ((time.time_ns() // 1000) << 12) | _ROWID_TAG
-        if candidate <= _rowid_last:
-            candidate = _rowid_last + 16
-        _rowid_last = candidate
-        return candidate
-
-
 @functools.lru_cache(maxsize=512)
 def _parse_cached(sql: str) -> tuple[ast.Statement, ...]:
     return tuple(parse(sql))
@@ -67,9 +49,14 @@ def _default_expr(text: str) -> ast.Expr:
 class Session:
     """Executes SQL against one node; not thread-safe (use one session per thread)."""
 
-    def __init__(self, node: Node, database: str = catalog.DEFAULT_DATABASE):
+    def __init__(self, node: Node, database: str = catalog.DEFAULT_DATABASE,
+                 registry: Registry | None = None):
         self.node = node
         self.db = node.db
+        self.registry = registry or Registry(node)
+        # Called with the job record while a statement waits on a job (a progress bar).
+        self.on_job_progress: Callable[[JobRecord], None] | None = None
+        self._txn_jobs: list[int] = []  # jobs created in the explicit transaction
         self.database = database
         self.txn: Txn | None = None
         self.txn_aborted = False
@@ -131,13 +118,17 @@ class Session:
         if self.txn_aborted:
             self._end_txn()
             return Result.command("ROLLBACK")
+        jobs, self._txn_jobs = self._txn_jobs, []
         try:
             txn.commit()
         finally:
             self._end_txn()
+        for job_id in jobs:  # schema changes of the transaction finish after it commits
+            self.wait_job(job_id)
         return Result.command("COMMIT")
 
     def _end_txn(self) -> None:
+        self._txn_jobs = []
         if self.txn is not None:
             self.txn.rollback()
         self.txn = None
@@ -169,6 +160,16 @@ class Session:
             return result
         if isinstance(stmt, ast.CreateIndex):
             return self._create_index_online(stmt)
+        if isinstance(stmt, (ast.PauseJob, ast.ResumeJob, ast.CancelJob)):
+            return self._control_job(stmt, params)
+        if isinstance(stmt, ast.ShowJob) and stmt.when_complete:
+            job_id = self._job_id(stmt.job_id, params)
+            try:
+                self.wait_job(job_id)
+            except TidemarkError:
+                pass  # SHOW JOB WHEN COMPLETE reports how it ended; it does not fail
+            return self.db.run(lambda txn: show.show_jobs(
+                [self.registry.get(job_id, txn)]))
         if isinstance(stmt, ast.SetClusterSetting) and stmt.name == VERSION_SETTING.name:
             value = self._setting_value(stmt, params)
             if value is None:
@@ -183,24 +184,33 @@ class Session:
 
         def attempt(txn: Txn) -> Result:
             cleanup.clear()
+            self._txn_jobs = []
             return self._run_in(txn, stmt, params, cleanup)
 
         result = self.db.run(attempt)
         for start, end in cleanup:
             self.db.engine.delete_range(start, end)
+        jobs, self._txn_jobs = self._txn_jobs, []
+        for job_id in jobs:
+            self.wait_job(job_id)
         return result
 
     # -- statements ----------------------------------------------------------------------
 
     def _context(self, txn: Txn, params: Sequence[Any]) -> Context:
         now = txn.read_ts if txn.historical else max(wall_now(), txn.read_ts)
-        return Context(params=params, read_ts=txn.read_ts, now=now, unique_rowid=unique_rowid)
+        return Context(params=params, read_ts=txn.read_ts, now=now, unique_rowid=unique_int)
 
     def _resolve(self, txn: Txn, database: str, table: str | None
                  ) -> tuple[DatabaseDescriptor | None, TableDescriptor | None]:
-        """Names to descriptors, cached per schema generation (one read instead of four)."""
+        """Names to descriptors, cached per schema generation (one read instead of four).
+
+        A transaction that changed the schema itself sees a generation that may never commit
+        (or commit with other contents): it neither uses nor fills the cache.
+        """
+        cacheable = not catalog.schema_written(txn)
         key = (catalog.schema_generation(txn), database, table)
-        hit = self._names.get(key)
+        hit = self._names.get(key) if cacheable else None
         if hit is not None:
             return hit
         db = catalog.database_by_name(txn, database)
@@ -211,9 +221,10 @@ class Session:
             desc = catalog.table_by_name(txn, db.id, table)
             if desc is not None and desc.state is DescState.DROP:
                 desc = None
-        if len(self._names) > MAX_CACHED_NAMES:
-            self._names.clear()
-        self._names[key] = (db, desc)
+        if cacheable:
+            if len(self._names) > MAX_CACHED_NAMES:
+                self._names.clear()
+            self._names[key] = (db, desc)
         return db, desc
 
     def _database(self, txn: Txn, name: str | None = None) -> DatabaseDescriptor:
@@ -286,7 +297,7 @@ class Session:
         if isinstance(stmt, ast.CreateIndex):  # inside an explicit transaction
             added = ddl.add_index(txn, self.table(txn, stmt.table), stmt, IndexState.PUBLIC)
             if added is not None:
-                ddl.build_index_in_txn(txn, *added)
+                build_index_in_txn(txn, *added)
             return Result.command("CREATE INDEX")
         if isinstance(stmt, ast.DropIndex):
             return self._drop_index(txn, stmt, cleanup)
@@ -319,6 +330,16 @@ class Session:
             return Result.command("SET CLUSTER SETTING")
         if isinstance(stmt, ast.ShowFingerprints):
             return show.show_fingerprints(txn, self.table(txn, stmt.table))
+        if isinstance(stmt, ast.ShowJobs):
+            return show.show_jobs(self.registry.all(txn))
+        if isinstance(stmt, ast.ShowJob):
+            if stmt.when_complete:
+                raise SQLError("SHOW JOB WHEN COMPLETE cannot run inside a transaction",
+                               code="25001")
+            return show.show_jobs([self.registry.get(self._job_id(stmt.job_id, params), txn)])
+        if isinstance(stmt, (ast.PauseJob, ast.ResumeJob, ast.CancelJob)):
+            raise SQLError(f"{type(stmt).__name__.removesuffix('Job').upper()} JOB cannot run "
+                           "inside a transaction", code="25001")
         raise SQLError(f"{type(stmt).__name__.upper()} is not supported yet", code="0A000")
 
     def _drop_index(self, txn: Txn, stmt: ast.DropIndex,
@@ -332,8 +353,10 @@ class Session:
             if index.id == table.primary_index.id:
                 raise SQLError(f'cannot drop the primary index "{index.name}" of table '
                                f'"{table.name}"', code="0A000")
-            ddl.set_index_state(txn, table.id, index.id, None)
-            cleanup.append(ddl.index_span(table.id, index.id))
+            set_index_state(txn, table.id, index.id, IndexState.DROP)
+            self._txn_jobs.append(self.registry.create(
+                txn, SCHEMA_CHANGE, stmt.text,
+                {"op": "drop", "table_id": table.id, "index_id": index.id}))
         return Result.command("DROP INDEX")
 
     def _find_index(self, txn: Txn, name: ast.IndexName) -> tuple[Any, Any]:
@@ -348,15 +371,42 @@ class Session:
         return None, None
 
     def _create_index_online(self, stmt: ast.CreateIndex) -> Result:
-        added = self.db.run(lambda txn: ddl.add_index(
-            txn, self.table(txn, stmt.table), stmt, IndexState.DELETE_ONLY))
-        if added is None:
-            return Result.command("CREATE INDEX")
-        table, index = added
-        batch = self.node.settings.get(ddl.BACKFILL_BATCH_SIZE.name)
-        try:
-            ddl.backfill_online(self.db, table.id, index.id, batch)
-        except BaseException:
-            ddl.abandon_index(self.db, table.id, index.id)
-            raise
+        """Add the index DELETE_ONLY with its backfill job, then wait for the job."""
+        def add(txn: Txn) -> int | None:
+            added = ddl.add_index(txn, self.table(txn, stmt.table), stmt,
+                                  IndexState.DELETE_ONLY)
+            if added is None:
+                return None  # IF NOT EXISTS, and it exists
+            table, index = added
+            return self.registry.create(txn, SCHEMA_CHANGE, stmt.text, {
+                "op": "create", "table_id": table.id, "index_id": index.id})
+
+        job_id = self.db.run(add)
+        if job_id is not None:
+            self.wait_job(job_id)
         return Result.command("CREATE INDEX")
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def wait_job(self, job_id: int) -> JobRecord:
+        return self.registry.wait(job_id, self.on_job_progress)
+
+    def _job_id(self, expr: ast.Expr, params: Sequence[Any]) -> int:
+        value = Compiler(Scope(), Context(params)).compile(expr)([])
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SQLError(f"a job ID must be an integer, not {value!r}", code="22023")
+        return value
+
+    def _control_job(self, stmt: ast.PauseJob | ast.ResumeJob | ast.CancelJob,
+                     params: Sequence[Any]) -> Result:
+        job_id = self._job_id(stmt.job_id, params)
+        if isinstance(stmt, ast.PauseJob):
+            self.registry.pause(job_id)
+            return Result.command("PAUSE JOB")
+        if isinstance(stmt, ast.ResumeJob):
+            self.registry.resume(job_id)
+            return Result.command("RESUME JOB")
+        self.registry.cancel(job_id)
+        return Result.command("CANCEL JOB")

@@ -10,8 +10,10 @@ from tidemark.catalog.descriptors import (
     TableDescriptor,
 )
 from tidemark.catalog.types import STRING
+from tidemark.clock import ts_to_datetime
 from tidemark.cluster.node import Node
 from tidemark.cluster.settings import Kind, lookup
+from tidemark.jobs.record import JobRecord
 from tidemark.kv.keys import index_prefix, prefix_end
 from tidemark.kv.txn import Txn
 from tidemark.sql.fingerprint import fingerprint
@@ -136,3 +138,17 @@ def show_fingerprints(txn: Txn, table: TableDescriptor) -> Result:
         entries = txn.scan(start, prefix_end(start))
         rows.append((index.name, fingerprint(entries, len(start))))
     return _rows(["index_name", "fingerprint"], rows)
+
+
+def _time(ts: int) -> object:
+    return ts_to_datetime(ts) if ts else None
+
+
+def show_jobs(records: list[JobRecord]) -> Result:
+    """SHOW JOBS / SHOW JOB: CockroachDB's columns, newest first."""
+    rows = [(r.id, r.type, r.description, str(r.status), r.running_status or None,
+             _time(r.created), _time(r.started), _time(r.finished),
+             round(r.fraction_completed, 4), r.error, r.coordinator_id or None)
+            for r in sorted(records, key=lambda r: (r.created, r.id), reverse=True)]
+    return _rows(["job_id", "job_type", "description", "status", "running_status", "created",
+                  "started", "finished", "fraction_completed", "error", "coordinator_id"], rows)

@@ -99,6 +99,10 @@ class Engine(Protocol):
     def scan(self, start: bytes, end: bytes, ts: int, limit: int | None = None,
              reverse: bool = False) -> list[tuple[bytes, bytes]]: ...
 
+    def count_live(self, start: bytes, end: bytes, ts: int) -> int:
+        """How many live keys a read of the span at ``ts`` sees."""
+        ...
+
     def commit(self, writes: Sequence[tuple[bytes, bytes | None]], read_ts: int,
                read_keys: Iterable[bytes] = (), read_spans: Sequence[Span] = ()) -> int:
         """Write atomically at a new timestamp, unless a read was invalidated (TxnConflictError)."""

@@ -357,6 +357,13 @@ class SQLiteEngine:
             ") WHERE value IS NOT NULL LIMIT ?4")
         return self._conn().execute(sql, (start, end, ts, -1 if limit is None else limit)).fetchall()
 
+    def count_live(self, start: bytes, end: bytes, ts: int) -> int:
+        """How many keys of a span a read at ``ts`` sees (in C: for progress estimates)."""
+        return self._conn().execute(
+            "SELECT count(*) FROM (SELECT max(ts), value FROM versions WHERE key >= ? AND "
+            "key < ? AND ts <= ? GROUP BY key) WHERE value IS NOT NULL",
+            (start, end, ts)).fetchall()[0][0]
+
     def versions(self, start: bytes, end: bytes) -> list[tuple[bytes, int, int, bytes | None]]:
         """Every stored version in a span, (key, ts, arrival, value): for tests and tools."""
         return self._conn().execute(
