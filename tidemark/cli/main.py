@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from tidemark.cli import demo, sql
+from tidemark.cli import demo, sql, start
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="tidemark: an MVCC database whose backups never silently lose data.")
 app.command("demo")(demo.demo)
 app.command("sql")(sql.sql)
+app.command("start")(start.start)
 
 
 @app.callback()

@@ -17,11 +17,20 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from tidemark.catalog.rowcodec import JSONValue
 from tidemark.catalog.types import ColumnType, Family
 from tidemark.errors import SQLSyntaxError, TidemarkError
+from tidemark.jobs.record import JobRecord
 from tidemark.sql.expr import format_value
 from tidemark.sql.lexer import TokenKind, tokenize
 from tidemark.sql.result import Result
@@ -89,6 +98,30 @@ def print_result(result: Result, fmt: Format, console: Console, out: io.TextIOBa
         w.writerows(rows)
 
 
+class JobProgress:
+    """A progress bar for the job a statement waits on (only on a terminal)."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.bar: Progress | None = None
+        self.task: TaskID | None = None
+
+    def __call__(self, record: JobRecord) -> None:
+        if self.bar is None:
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                TaskProgressColumn(), TimeElapsedColumn(),
+                                console=self.console, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(f"job {record.id} {record.type.lower()}", total=1.0)
+        assert self.task is not None
+        self.bar.update(self.task, completed=record.fraction_completed)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
 def print_error(exc: TidemarkError) -> None:
     sys.stderr.write(f"ERROR: {exc.message}\nSQLSTATE: {exc.code}\n")
     if exc.hint:
@@ -148,12 +181,17 @@ def _run(conn: Any, text: str, fmt: Format, console: Console) -> bool:
     except TidemarkError as exc:
         print_error(exc)
         return False
+    progress = JobProgress(console) if sys.stdout.isatty() else None
+    conn.session.on_job_progress = progress
     for stmt in statements:
         try:
             result = conn.session.execute_statement(stmt)
         except TidemarkError as exc:
             print_error(exc)
             return False
+        finally:
+            if progress is not None:
+                progress.stop()
         print_result(result, fmt, console, sys.stdout)
         sys.stdout.flush()
     return True

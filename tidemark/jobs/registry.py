@@ -121,6 +121,7 @@ class Registry:
         self._adopter: threading.Thread | None = None
         self._running: set[int] = set()
         self._running_lock = threading.Lock()
+        self._listeners: dict[int, Callable[[JobRecord], None]] = {}  # progress, by job
 
     # -- creating and reading ------------------------------------------------------------
 
@@ -237,9 +238,14 @@ class Registry:
             update(rec)
             rec.lease_expiry = wall_now() + self._lease_ns()
             rec_mod.write(txn, rec)
+            updated.append(rec)
             return "ok"
 
+        updated: list[JobRecord] = []
         outcome = self.db.run(f)
+        listener = self._listeners.get(ctx.job_id)
+        if updated and listener is not None:
+            listener(updated[-1])
         if outcome == "lost":
             ctx.lost.set()
             raise _LeaseLost()
@@ -370,6 +376,15 @@ class Registry:
         Raises ``JobPausedError`` when the job pauses, and SQLError when it fails or is
         canceled, so a statement waiting on a job fails like the job did.
         """
+        if on_progress is not None:
+            self._listeners[job_id] = on_progress  # also told while it runs in this thread
+        try:
+            return self._wait(job_id, on_progress)
+        finally:
+            self._listeners.pop(job_id, None)
+
+    def _wait(self, job_id: int, on_progress: Callable[[JobRecord], None] | None
+              ) -> JobRecord:
         while True:
             rec = self.get(job_id)
             if on_progress is not None:

@@ -162,6 +162,9 @@ class Session:
             return self._create_index_online(stmt)
         if isinstance(stmt, (ast.PauseJob, ast.ResumeJob, ast.CancelJob)):
             return self._control_job(stmt, params)
+        if isinstance(stmt, ast.Import):
+            from tidemark.importer.statement import run_import
+            return run_import(self, stmt, params)
         if isinstance(stmt, ast.ShowJob) and stmt.when_complete:
             job_id = self._job_id(stmt.job_id, params)
             try:
