@@ -7,6 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import backfill_bench
 import sql_bench
 import storage_bench
 
@@ -18,6 +19,10 @@ def main() -> None:
     print()
     print("== sql (200k rows, 1000-row INSERTs, 5k point SELECTs; reference: SQLite, WAL) ==")
     for name, value, ratio in sql_bench.run(200_000, 1000, 5000):
+        print(f"{name:32} {value:>44}   {ratio}")
+    print()
+    print("== index backfill (200k rows; reference: SQLite CREATE INDEX) ==")
+    for name, value, ratio in backfill_bench.run(200_000):
         print(f"{name:32} {value:>44}   {ratio}")
 
 

@@ -12,10 +12,11 @@ its STORING columns), so a scan decodes rows from values alone, never from keys.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 
 from tidemark.catalog.descriptors import Index, IndexState, TableDescriptor
-from tidemark.catalog.rowcodec import encode_row
+from tidemark.catalog.rowcodec import encode_columns
 from tidemark.kv.keys import encode_key, index_prefix
 
 Row = Mapping[int, object]
@@ -45,11 +46,46 @@ def entry_key(table: TableDescriptor, index: Index, row: Row) -> bytes:
 
 
 def entry(table: TableDescriptor, index: Index, row: Row) -> tuple[bytes, bytes]:
-    if index.id == table.primary_index.id:
-        value = encode_row(row)
-    else:
-        value = encode_row({c: row[c] for c in covered_columns(table, index) if c in row})
-    return entry_key(table, index, row), value
+    return entry_encoder(table, index)(row)
+
+
+EntryEncoder = Callable[[Row], tuple[bytes, bytes]]
+
+
+def entry_encoder(table: TableDescriptor, index: Index) -> EntryEncoder:
+    """A function computing one index's entry of a row, with everything that depends only on
+    the descriptor worked out once (bulk paths call it per row)."""
+    return _entry_encoder(table, index.id)
+
+
+@functools.lru_cache(maxsize=1024)
+def _entry_encoder(table: TableDescriptor, index_id: int) -> EntryEncoder:
+    index = table.primary_index if index_id == table.primary_index.id else \
+        next(i for i in table.indexes if i.id == index_id)
+    prefix = index_prefix(table.id, index.id)
+    primary = table.primary_index
+    key_cols = list(index.column_ids)
+    dirs = list(index.descending)
+    suffix = [(c, d) for c, d in zip(primary.column_ids, primary.descending, strict=True)
+              if c not in index.column_ids]
+    value_cols = sorted(covered_columns(table, index))
+    if index.id == primary.id or not suffix:
+        def make(row: Row) -> tuple[bytes, bytes]:
+            return (encode_key(prefix, [row.get(c) for c in key_cols], dirs),
+                    encode_columns(row, value_cols))
+        return make
+    all_cols = key_cols + [c for c, _ in suffix]
+    all_dirs = dirs + [d for _, d in suffix]
+    unique = index.unique
+
+    def make_secondary(row: Row) -> tuple[bytes, bytes]:
+        values = [row.get(c) for c in key_cols]
+        if unique and None not in values:
+            key = encode_key(prefix, values, dirs)
+        else:  # non-unique, or a NULL in a unique key: the primary key keeps entries apart
+            key = encode_key(prefix, [row.get(c) for c in all_cols], all_dirs)
+        return key, encode_columns(row, value_cols)
+    return make_secondary
 
 
 def maintained_indexes(table: TableDescriptor) -> list[Index]:

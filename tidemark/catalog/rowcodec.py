@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import struct
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -36,6 +36,7 @@ __all__ = [
     "EXT_UUID",
     "JSONValue",
     "decode_row",
+    "encode_columns",
     "encode_row",
 ]
 
@@ -119,6 +120,16 @@ def encode_row(values: Mapping[int, object]) -> bytes:
             if v is not None
         }
     )
+
+
+def encode_columns(row: Mapping[int, object], column_ids: Sequence[int]) -> bytes:
+    """Encode the listed columns of a row; ``column_ids`` must be sorted (the hot path of
+    index entries, which know their columns in advance)."""
+    return _encoder.encode({
+        k: (v if type(v) in _NATIVE else _convert(v))
+        for k in column_ids
+        if (v := row.get(k)) is not None
+    })
 
 
 def decode_row(data: bytes) -> dict[int, object]:

@@ -363,14 +363,14 @@ def encode_key(
 
     ``directions`` may be longer than ``values`` (a key prefix of an index, for spans).
     """
-    if directions is None:
+    if directions is not None and len(directions) < len(values):
+        raise ValueError(f"{len(values)} key values but only {len(directions)} directions")
+    if directions is None or not any(directions):  # all ascending: the common, fast case
         parts = [prefix]
         for v in values:
             enc = _ASC_ENCODERS.get(type(v))
             parts.append(enc(v) if enc is not None else _enc_slow(v))
         return b"".join(parts)
-    if len(directions) < len(values):
-        raise ValueError(f"{len(values)} key values but only {len(directions)} directions")
     parts = [prefix]
     for v, desc in zip(values, directions, strict=False):
         parts.append(_encode_desc(v) if desc else _encode_asc(v))

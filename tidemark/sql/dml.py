@@ -13,7 +13,7 @@ from typing import Any
 from tidemark.catalog.descriptors import Index, TableDescriptor
 from tidemark.catalog.entries import (
     deletable_indexes,
-    entry,
+    entry_encoder,
     entry_key,
     maintained_indexes,
 )
@@ -64,6 +64,7 @@ class TableWriter:
         self.maintained = maintained_indexes(table)
         self.deletable = deletable_indexes(table)
         self.secondary = [i for i in self.maintained if i.id != self.primary.id]
+        self.encoders = {i.id: entry_encoder(table, i) for i in self.maintained}
         self.unique = [i for i in self.secondary if i.unique]
         self._prefetched: dict[bytes, bytes | None] = {}
 
@@ -111,7 +112,7 @@ class TableWriter:
             self.check_unique(row, pk_key)
         self.txn.put(pk_key, encode_row(row))
         for index in self.secondary:
-            self.txn.put(*entry(self.table, index, row))
+            self.txn.put(*self.encoders[index.id](row))
 
     def update(self, old: Row, new: Row) -> None:
         new_pk, old_pk = self.pk_key(new), self.pk_key(old)
@@ -123,7 +124,7 @@ class TableWriter:
         for index in self.deletable:
             old_key = entry_key(self.table, index, old)
             if index.id in maintained:
-                new_key, value = entry(self.table, index, new)
+                new_key, value = self.encoders[index.id](new)
                 if new_key != old_key:
                     self.txn.delete(old_key)
                 self.txn.put(new_key, value)
