@@ -148,12 +148,7 @@ class Session:
         return ts
 
     def _run_implicit(self, stmt: ast.Statement, params: Sequence[Any]) -> Result:
-        if isinstance(stmt, ast.Select) and stmt.as_of is not None:
-            txn = self.db.txn(self._as_of(stmt.as_of, params))
-            result = self._run_in(txn, stmt, params, [])
-            txn.commit()
-            return result
-        if isinstance(stmt, ast.ShowFingerprints) and stmt.as_of is not None:
+        if isinstance(stmt, (ast.Select, ast.ShowFingerprints)) and stmt.as_of is not None:
             txn = self.db.txn(self._as_of(stmt.as_of, params))
             result = self._run_in(txn, stmt, params, [])
             txn.commit()
