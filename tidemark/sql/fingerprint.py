@@ -27,3 +27,14 @@ def fingerprint(entries: Iterable[tuple[bytes, bytes]], prefix_len: int) -> int:
     for key, value in entries:
         total += entry_hash(key[prefix_len:], value)
     return total & MASK
+
+
+def update(fp: int, prefix_len: int, removed: Iterable[tuple[bytes, bytes]],
+           added: Iterable[tuple[bytes, bytes]]) -> int:
+    """The fingerprint after replacing entries ``removed`` with ``added``: cost proportional to
+    the change, not to the index."""
+    for key, value in removed:
+        fp -= entry_hash(key[prefix_len:], value)
+    for key, value in added:
+        fp += entry_hash(key[prefix_len:], value)
+    return fp & MASK
