@@ -28,3 +28,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    __import__("import_bench").report()  # IMPORT INTO vs SQLite CSV import

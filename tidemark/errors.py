@@ -9,7 +9,8 @@ gets a traceback.
     TidemarkError                       message, hint, SQLSTATE code
      ├── StoreError                     opening or using a store
      │    ├── NotAStoreError            the path holds something that is not a tidemark store
-     │    └── StoreVersionError         binary and store versions are incompatible
+     │    ├── StoreVersionError         binary and store versions are incompatible
+     │    └── PreconditionFailedError   a guarded write found its guard key changed
      ├── ReadTimestampError             a read at a timestamp that cannot be served
      │    ├── FutureReadError           above the closed timestamp (frontier)
      │    └── GCThresholdError          below the GC threshold: the history is gone
@@ -53,6 +54,10 @@ class NotAStoreError(StoreError):
 
 
 class StoreVersionError(StoreError):
+    pass
+
+
+class PreconditionFailedError(StoreError):
     pass
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-import tidemark.schemachange.index  # noqa: F401 - registers the job types this node runs
+import tidemark.importer.job
+import tidemark.schemachange.index  # noqa: F401
 from tidemark.cli.sql import DEFAULT_STORE, print_error
 from tidemark.cluster.node import Node
 from tidemark.errors import TidemarkError

@@ -67,6 +67,7 @@ class JobRecord(msgspec.Struct, kw_only=True):
     lease_owner: str = ""  # the node instance running it
     lease_expiry: int = 0
     coordinator_id: str = ""
+    cancelable: bool = True  # a drop, once committed, must finish: it cannot be canceled
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -75,6 +76,10 @@ _decoder = msgspec.msgpack.Decoder(JobRecord)
 
 def job_key(job_id: int) -> bytes:
     return encode_key(JOBS_PREFIX, [job_id])
+
+
+def decode(raw: bytes) -> JobRecord:
+    return _decoder.decode(raw)
 
 
 def read(txn: Txn, job_id: int) -> JobRecord | None:

@@ -27,7 +27,12 @@ import msgspec
 from tidemark.clock import NANOS_PER_SECOND, unique_int, wall_now
 from tidemark.cluster.node import Node
 from tidemark.cluster.settings import Kind, register
-from tidemark.errors import JobPausedError, SQLError, TidemarkError
+from tidemark.errors import (
+    JobPausedError,
+    PreconditionFailedError,
+    SQLError,
+    TidemarkError,
+)
 from tidemark.jobs import record as rec_mod
 from tidemark.jobs.record import JobRecord, Status
 from tidemark.kv.txn import Txn
@@ -76,6 +81,21 @@ class JobContext:
         """Stop here if the job was paused or canceled (cheap enough per chunk)."""
         self.registry._update_owned(self, None)
 
+    def ingest(self, rows: list[tuple[bytes, bytes | None]], ts: int | None = None) -> int:
+        """``engine.ingest`` fenced by this job's lease: a process that lost the job (it
+        stalled past its lease and another node adopted it) writes nothing."""
+        me = self.registry.instance_id
+
+        def still_ours(raw: bytes | None) -> bool:
+            return raw is not None and rec_mod.decode(raw).lease_owner == me
+
+        try:
+            return self.node.engine.ingest(rows, ts, guard=(rec_mod.job_key(self.job_id),
+                                                            still_ours))
+        except PreconditionFailedError:
+            self.lost.set()
+            raise _LeaseLost() from None
+
     def pause_point(self, name: str) -> None:
         """Pause the job here if ``jobs.debug.pausepoints`` names this point."""
         points = {p.strip() for p in str(self.node.settings.get(PAUSE_POINTS.name)).split(",")}
@@ -117,7 +137,8 @@ class Registry:
         self.node = node
         self.db = node.db
         self.instance_id = uuid.uuid4().hex[:12]
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # shutting down: hand running jobs over
+        self._stop_adopting = threading.Event()
         self._adopter: threading.Thread | None = None
         self._running: set[int] = set()
         self._running_lock = threading.Lock()
@@ -125,14 +146,15 @@ class Registry:
 
     # -- creating and reading ------------------------------------------------------------
 
-    def create(self, txn: Txn, job_type: str, description: str,
-               details: dict[str, Any]) -> int:
+    def create(self, txn: Txn, job_type: str, description: str, details: dict[str, Any],
+               *, cancelable: bool = True) -> int:
         """Add a pending job in ``txn``; it runs once the transaction commits."""
         if job_type not in _RESUMERS:
             raise SQLError(f"no resumer for jobs of type {job_type}", code="XX000")
         job_id = unique_int()
         rec_mod.write(txn, JobRecord(id=job_id, type=job_type, description=description,
-                                     created=wall_now(), details=details))
+                                     created=wall_now(), details=details,
+                                     cancelable=cancelable))
         return job_id
 
     def get(self, job_id: int, txn: Txn | None = None) -> JobRecord:
@@ -188,6 +210,9 @@ class Registry:
             if rec.status.terminal:
                 raise SQLError(f"job {job_id} is already {rec.status}: it cannot be canceled",
                                code="55000")
+            if not rec.cancelable:
+                raise SQLError(f"job {job_id} is not cancelable: {rec.description}",
+                               code="55000", hint="it finishes on its own")
             if rec.status is Status.PAUSED:
                 rec.lease_owner, rec.lease_expiry = "", 0
             rec.status = Status.CANCEL_REQUESTED
@@ -211,7 +236,9 @@ class Registry:
             rec.lease_owner = rec.coordinator_id = self.instance_id
             rec.lease_expiry = now + self._lease_ns()
             if rec.status is Status.PENDING:
-                rec.status, rec.started = Status.RUNNING, now
+                rec.status = Status.RUNNING
+            if not rec.started:
+                rec.started = now
             rec_mod.write(txn, rec)
             return rec
         return self.db.run(f)
@@ -220,6 +247,10 @@ class Registry:
                       update: Callable[[JobRecord], None] | None) -> None:
         """Change our job's record, unless we lost it, or it was paused or canceled."""
         if ctx.lost.is_set():
+            raise _LeaseLost()
+        if self._stop.is_set():  # this process is shutting down: hand the job over
+            self._finish(ctx.job_id, _release)
+            ctx.lost.set()
             raise _LeaseLost()
 
         def f(txn: Txn) -> str:
@@ -398,6 +429,12 @@ class Registry:
                 raise SQLError(f"job {job_id} was canceled", code="57014")
             if rec.status is Status.PAUSED:
                 raise JobPausedError(job_id, rec.running_status)
+            if self._stop.is_set():
+                raise SQLError(f"job {job_id} was left running: this node is shutting down",
+                               code="57P01", hint="another node adopts it")
+            if rec.type not in _RESUMERS:
+                raise SQLError(f"this process cannot run job {job_id} of type {rec.type}",
+                               code="0A000", hint="run it from a tidemark node that can")
             if not self.run_job(job_id):
                 time.sleep(WAIT_POLL_S)
 
@@ -414,27 +451,39 @@ class Registry:
         records = self.db.run(self.all)
         ran = 0
         for rec in records:
-            if self._stop.is_set():
+            if self._stop_adopting.is_set():
                 break
-            if rec.status.runnable and (not rec.lease_owner or rec.lease_expiry <= now):
+            if rec.type in _RESUMERS and rec.status.runnable and \
+                    (not rec.lease_owner or rec.lease_expiry <= now):
                 with contextlib.suppress(TidemarkError):
                     ran += self.run_job(rec.id)
         return ran
 
     def _adopt_loop(self) -> None:
-        while not self._stop.wait(ADOPT_INTERVAL_S):
+        while not self._stop_adopting.wait(ADOPT_INTERVAL_S):
             try:
                 self.adopt_once()
             except Exception:  # keep adopting; a closed store ends the loop below
-                if self._stop.is_set():
+                if self._stop_adopting.is_set():
                     return
                 log.exception("job adoption failed")
 
-    def close(self) -> None:
-        self._stop.set()
+    def stop_adopting(self) -> None:
+        """Stop the adoption loop; jobs this process runs in other threads go on."""
+        self._stop_adopting.set()
         if self._adopter is not None:
-            self._adopter.join(timeout=10)
+            self._adopter.join()
             self._adopter = None
+
+    def close(self) -> None:
+        """Shut down: running jobs hand their lease over at their next checkpoint (another
+        node adopts them at once), and the adoption loop ends."""
+        self._stop.set()
+        self.stop_adopting()
+
+
+def _release(rec: JobRecord) -> None:
+    rec.lease_owner, rec.lease_expiry = "", 0  # any node may adopt it now
 
 
 def _succeeded(rec: JobRecord) -> None:

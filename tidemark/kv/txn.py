@@ -99,6 +99,12 @@ class Txn:
             self._read_spans.append(Span(start, rows[-1][0] + b"\x00"))
         return rows
 
+    def add_read_span(self, span: Span) -> None:
+        """Count ``span`` as read without reading it: a commit then conflicts with any write
+        into it after ``read_ts`` (how a statement claims a whole table)."""
+        self._check_open()
+        self._read_spans.append(span)
+
     # -- writes --------------------------------------------------------------------------
 
     def put(self, key: bytes, value: bytes) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from tidemark.catalog import catalog
-from tidemark.catalog.descriptors import Index, IndexState, TableDescriptor
+from tidemark.catalog.descriptors import DescState, Index, IndexState, TableDescriptor
 from tidemark.catalog.entries import entry_encoder
 from tidemark.catalog.rowcodec import decode_row
 from tidemark.catalog.types import format_value
@@ -158,18 +158,15 @@ class IndexResumer:
                   "total": db.engine.count_live(start, end, read_ts),
                   "protection": record.id}
             ctx.progress(0.0, checkpoint=cp, running_status="backfilling")
-        table = db.run(lambda txn: catalog.get_descriptor(txn, d.table_id))
-        if not isinstance(table, TableDescriptor):
-            raise SQLError(f"table {d.table_id} was dropped during CREATE INDEX", code="42P01")
-        index = next(i for i in table.indexes if i.id == d.index_id)
+        table, index = self._target(db)
         batch = int(ctx.node.settings.get(BACKFILL_BATCH_SIZE.name))
         first = True
         start, end, read_ts = cp["resume_key"], cp["end_key"], cp["read_ts"]
         while start < end:
             rows = db.scan(start, end, ts=read_ts, limit=batch)
             if rows:
-                db.engine.ingest(build_entries(table, index, [decode_row(v) for _, v in rows],
-                                               None), ts=read_ts)
+                ctx.ingest(build_entries(table, index, [decode_row(v) for _, v in rows], None),
+                           ts=read_ts)
             start = rows[-1][0] + b"\x00" if len(rows) == batch else end
             cp = {**cp, "resume_key": start, "done": cp["done"] + len(rows)}
             ctx.progress(cp["done"] / max(cp["total"], 1), checkpoint=cp)
@@ -177,13 +174,25 @@ class IndexResumer:
                 first = False
                 ctx.pause_point(PAUSE_AFTER_FIRST_CHUNK)
         ctx.progress(running_status="validating")
+        self._target(db)  # the table or index may have been dropped meanwhile
         validate_index(db, d.table_id, d.index_id)
         db.run(lambda txn: set_index_state(txn, d.table_id, d.index_id, IndexState.PUBLIC))
         self._release(ctx)
 
+    def _target(self, db: DB) -> tuple[TableDescriptor, Index]:
+        d = self.details
+        table = db.run(lambda txn: catalog.get_descriptor(txn, d.table_id))
+        if not isinstance(table, TableDescriptor) or table.state is DescState.DROP:
+            raise SQLError(f"table {d.table_id} was dropped during CREATE INDEX", code="42P01")
+        for index in table.indexes:
+            if index.id == d.index_id and index.state is not IndexState.DROP:
+                return table, index
+        raise SQLError(f"index {d.index_id} of table {table.name} was dropped during CREATE "
+                       "INDEX", code="42704")
+
     def on_fail_or_cancel(self, ctx: JobContext, error: TidemarkError | None) -> None:
-        if self.details.op == "create":
-            remove_index(ctx.node.db, self.details.table_id, self.details.index_id)
+        # A half-built index goes; a half-dropped one is unusable already: finish the drop.
+        remove_index(ctx.node.db, self.details.table_id, self.details.index_id)
         self._release(ctx)
 
     @staticmethod

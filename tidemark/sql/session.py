@@ -29,6 +29,7 @@ from tidemark.kv.txn import Txn
 from tidemark.schemachange.index import SCHEMA_CHANGE, build_index_in_txn, set_index_state
 from tidemark.sql import ast, ddl, dml, show
 from tidemark.sql.expr import Compiler, Context, Scope, is_constant, literal_value
+from tidemark.sql.import_stmt import run_import
 from tidemark.sql.parser import parse, parse_one
 from tidemark.sql.result import Result
 from tidemark.sql.select import run_select
@@ -158,7 +159,6 @@ class Session:
         if isinstance(stmt, (ast.PauseJob, ast.ResumeJob, ast.CancelJob)):
             return self._control_job(stmt, params)
         if isinstance(stmt, ast.Import):
-            from tidemark.importer.statement import run_import
             return run_import(self, stmt, params)
         if isinstance(stmt, ast.ShowJob) and stmt.when_complete:
             job_id = self._job_id(stmt.job_id, params)
@@ -338,6 +338,8 @@ class Session:
         if isinstance(stmt, (ast.PauseJob, ast.ResumeJob, ast.CancelJob)):
             raise SQLError(f"{type(stmt).__name__.removesuffix('Job').upper()} JOB cannot run "
                            "inside a transaction", code="25001")
+        if isinstance(stmt, ast.Import):
+            raise SQLError("IMPORT cannot run inside a transaction", code="25001")
         raise SQLError(f"{type(stmt).__name__.upper()} is not supported yet", code="0A000")
 
     def _drop_index(self, txn: Txn, stmt: ast.DropIndex,
@@ -351,10 +353,14 @@ class Session:
             if index.id == table.primary_index.id:
                 raise SQLError(f'cannot drop the primary index "{index.name}" of table '
                                f'"{table.name}"', code="0A000")
+            if index.state is not IndexState.PUBLIC:
+                raise SQLError(f'index "{index.name}" is being built or dropped by a job',
+                               code="55000", hint="CANCEL JOB on its CREATE INDEX job "
+                               "removes an index that is being built (SHOW JOBS)")
             set_index_state(txn, table.id, index.id, IndexState.DROP)
             self._txn_jobs.append(self.registry.create(
                 txn, SCHEMA_CHANGE, stmt.text,
-                {"op": "drop", "table_id": table.id, "index_id": index.id}))
+                {"op": "drop", "table_id": table.id, "index_id": index.id}, cancelable=False))
         return Result.command("DROP INDEX")
 
     def _find_index(self, txn: Txn, name: ast.IndexName) -> tuple[Any, Any]:

@@ -9,7 +9,7 @@ of tables or settings; what it needs from them (a GC threshold, say) comes in as
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -108,12 +108,33 @@ class Engine(Protocol):
         """Write atomically at a new timestamp, unless a read was invalidated (TxnConflictError)."""
         ...
 
-    def ingest(self, rows: Iterable[tuple[bytes, bytes | None]], ts: int | None = None) -> int:
-        """One commit of many rows at ``ts`` (default: the commit's own timestamp)."""
+    def ingest(self, rows: Iterable[tuple[bytes, bytes | None]], ts: int | None = None,
+               guard: tuple[bytes, Callable[[bytes | None], bool]] | None = None) -> int:
+        """One commit of many rows at ``ts`` (default: the commit's own timestamp), only if
+        ``guard``'s test of its key's newest value passes (PreconditionFailedError)."""
         ...
 
     def delete_range(self, start: bytes, end: bytes) -> tuple[int, int]:
         """Tombstone every live key of a span in one commit; returns (commit ts, count)."""
+        ...
+
+    def ingest_counted(self, rows: Iterable[tuple[bytes, bytes | None]],
+                       ts: int) -> tuple[int, int]:
+        """``ingest`` at ``ts``, returning (commit ts, rows written); a row whose
+        ``(key, ts)`` is already stored is kept as it was and not counted."""
+        ...
+
+    def arrivals_at(self, keys: Sequence[bytes], ts: int) -> dict[bytes, int]:
+        """For each key that has a version at exactly ``ts``, that version's arrival; keys
+        without one are absent from the result."""
+        ...
+
+    def revert_range(self, start: bytes, end: bytes, ts: int,
+                     since_arrival: int) -> tuple[int, int]:
+        """Undo a bulk ingest at ``ts`` with MVCC writes, in one commit: every key of the
+        span with a version at ``ts`` that arrived after ``since_arrival`` gets back the
+        value it had just below ``ts`` (a tombstone if none), unless it already reads so.
+        Idempotent; needs the history below ``ts``. Returns (commit ts, keys written)."""
         ...
 
     def export(self, path: str, span: Span, start_ts: int, end_ts: int, *,

@@ -27,6 +27,7 @@ from tidemark.errors import (
     FutureReadError,
     GCThresholdError,
     NotAStoreError,
+    PreconditionFailedError,
     ProtectionError,
     StoreError,
     StoreVersionError,
@@ -84,6 +85,8 @@ CREATE TABLE exp.export_info(name TEXT PRIMARY KEY, value) WITHOUT ROWID;
 """
 EXPORT_FORMAT_VERSION = 1
 
+# A key and a test of its newest value (None: no value) that a guarded write requires.
+Guard = tuple[bytes, Callable[[bytes | None], bool]]
 _OPEN_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
 _spans_codec = msgspec.msgpack.Encoder()
 _spans_decoder = msgspec.msgpack.Decoder(list[tuple[bytes, bytes]])
@@ -424,15 +427,20 @@ class SQLiteEngine:
                 err.key = key  # type: ignore[attr-defined]
                 raise err
 
-    def ingest(self, rows: Iterable[tuple[bytes, bytes | None]], ts: int | None = None) -> int:
+    def ingest(self, rows: Iterable[tuple[bytes, bytes | None]], ts: int | None = None,
+               guard: Guard | None = None) -> int:
         """Write many rows as one commit, at ``ts`` or at the commit's own timestamp.
 
         Every row gets the commit's timestamp as its arrival. Versions a transaction already
         wrote at the same ``(key, ts)`` are kept (replaying a batch is a no-op).
-        Sorted input is fastest (appends to the B-tree).
+        Sorted input is fastest (appends to the B-tree). With ``guard`` (a key and a test of
+        its newest value), nothing is written unless the test passes under the write lock:
+        a job fences its writes with its lease this way.
         """
         conn = self._conn()
         with self._commit_ts(conn) as commit_ts:
+            if guard is not None:
+                self._check_guard(conn, guard)
             write_ts = commit_ts if ts is None else ts
             if ts is not None:
                 self._check_write_ts(conn, ts, commit_ts)
@@ -440,6 +448,14 @@ class SQLiteEngine:
                 f"INSERT OR IGNORE INTO versions VALUES (?, {int(write_ts)}, {commit_ts}, ?)",
                 rows)
         return commit_ts
+
+    @staticmethod
+    def _check_guard(conn: apsw.Connection, guard: Guard) -> None:
+        key, test = guard
+        rows = conn.execute("SELECT value FROM versions WHERE key = ? ORDER BY ts DESC LIMIT 1",
+                            (key,)).fetchall()
+        if not test(rows[0][0] if rows else None):
+            raise PreconditionFailedError(f"write refused: the guard on {key!r} failed")
 
     def delete_range(self, start: bytes, end: bytes) -> tuple[int, int]:
         """Write an MVCC tombstone over every live key in ``[start, end)``, as one commit.
@@ -454,6 +470,58 @@ class SQLiteEngine:
                 "WHERE value IS NOT NULL", (start, end))
             count = conn.changes()
         return ts, count
+
+    def ingest_counted(self, rows: Iterable[tuple[bytes, bytes | None]],
+                       ts: int) -> tuple[int, int]:
+        """``ingest`` at ``ts`` that also counts the rows it wrote: (commit ts, written).
+
+        A row whose ``(key, ts)`` is already stored is left as it was and not counted, so
+        ``written < len(rows)`` means some keys were there already (a replayed batch, or a
+        duplicate): ``arrivals_at`` tells which.
+        """
+        conn = self._conn()
+        with self._commit_ts(conn) as commit_ts:
+            self._check_write_ts(conn, ts, commit_ts)
+            before = conn.total_changes()
+            conn.executemany(
+                f"INSERT OR IGNORE INTO versions VALUES (?, {int(ts)}, {commit_ts}, ?)", rows)
+            written = conn.total_changes() - before
+        return commit_ts, written
+
+    def arrivals_at(self, keys: Sequence[bytes], ts: int) -> dict[bytes, int]:
+        """For each key with a version at exactly ``ts``: that version's arrival (in C)."""
+        if not keys:
+            return {}
+        return dict(self._conn().executemany(
+            "SELECT key, arrival FROM versions WHERE key = ? AND ts = ?",
+            [(k, ts) for k in keys]))
+
+    def revert_range(self, start: bytes, end: bytes, ts: int,
+                     since_arrival: int) -> tuple[int, int]:
+        """Undo, with MVCC writes, a bulk ingest at ``ts`` into ``[start, end)``; one commit.
+
+        Every key with a version at exactly ``ts`` that arrived after ``since_arrival`` gets,
+        at the commit's timestamp, the value it had just below ``ts`` (a tombstone if it had
+        none), unless it already reads so. Nothing else changes: keys the ingest did not
+        touch keep their history and value, a key that existed before gets its old value
+        back, and running it twice writes nothing the second time. It needs the history below
+        ``ts`` (protect ``ts - 1`` from GC while an ingest may have to be reverted). One
+        ``INSERT ... SELECT`` run in C. Returns (commit ts, keys written).
+        """
+        conn = self._conn()
+        with self._commit_ts(conn) as now:
+            conn.execute(
+                "INSERT INTO versions (key, ts, arrival, value) "
+                "SELECT key, :now, :now, prev FROM (SELECT i.key AS key, "
+                "(SELECT p.value FROM versions AS p WHERE p.key = i.key AND p.ts < :ts "
+                "ORDER BY p.ts DESC LIMIT 1) AS prev, "
+                "(SELECT c.value FROM versions AS c WHERE c.key = i.key "
+                "ORDER BY c.ts DESC LIMIT 1) AS cur "
+                "FROM versions AS i WHERE i.key >= :lo AND i.key < :hi AND i.ts = :ts "
+                "AND i.arrival > :since) WHERE cur IS NOT prev",
+                {"now": now, "ts": ts, "lo": start, "hi": end, "since": since_arrival})
+            count = conn.changes()
+        return now, count
 
     def _check_write_ts(self, conn: apsw.Connection, ts: int, commit_ts: int) -> None:
         threshold = self._meta(conn, "gc_threshold")
