@@ -97,3 +97,26 @@ def maintained_indexes(table: TableDescriptor) -> list[Index]:
 def deletable_indexes(table: TableDescriptor) -> list[Index]:
     """Indexes whose entries writes remove: also DELETE_ONLY ones."""
     return [table.primary_index, *(i for i in table.indexes if i.state is not IndexState.DROP)]
+
+
+def entry_encoder_from_primary(table: TableDescriptor, index: Index
+                               ) -> Callable[[bytes, Row], tuple[bytes, bytes]]:
+    """Like ``entry_encoder``, given the row's primary key too (a backfill reads it anyway):
+    when the index holds no primary key column, its key ends with exactly the bytes that
+    follow the primary prefix, so they are copied instead of encoded again."""
+    primary = table.primary_index
+    if index.id == primary.id or set(primary.column_ids) & set(index.column_ids):
+        make = entry_encoder(table, index)
+        return lambda pk_key, row: make(row)
+    prefix = index_prefix(table.id, index.id)
+    skip = len(index_prefix(table.id, primary.id))
+    key_cols, dirs, unique = list(index.column_ids), list(index.descending), index.unique
+    value_cols = sorted(covered_columns(table, index))
+
+    def make_from_primary(pk_key: bytes, row: Row) -> tuple[bytes, bytes]:
+        values = [row.get(c) for c in key_cols]
+        key = encode_key(prefix, values, dirs)
+        if not unique or None in values:
+            key += pk_key[skip:]
+        return key, encode_columns(row, value_cols)
+    return make_from_primary

@@ -20,7 +20,7 @@ import msgspec
 
 from tidemark.catalog import catalog
 from tidemark.catalog.descriptors import DescState, Index, IndexState, TableDescriptor
-from tidemark.catalog.entries import entry_encoder
+from tidemark.catalog.entries import entry_encoder, entry_encoder_from_primary
 from tidemark.catalog.rowcodec import decode_row
 from tidemark.catalog.types import format_value
 from tidemark.cluster.settings import Kind, register
@@ -35,7 +35,7 @@ from tidemark.storage.engine import Span
 SCHEMA_CHANGE = "SCHEMA CHANGE"
 PAUSE_AFTER_FIRST_CHUNK = "indexbackfill.after_first_chunk"
 BACKFILL_BATCH_SIZE = register(
-    "bulkio.index_backfill.batch_size", Kind.INT, 10_000,
+    "bulkio.index_backfill.batch_size", Kind.INT, 50_000,  # CockroachDB's default too
     "rows read, and index entries ingested, per batch of an index backfill",
     validate=lambda v: None if v >= 1 else "must be at least 1")
 
@@ -160,13 +160,15 @@ class IndexResumer:
             ctx.progress(0.0, checkpoint=cp, running_status="backfilling")
         table, index = self._target(db)
         batch = int(ctx.node.settings.get(BACKFILL_BATCH_SIZE.name))
+        make = entry_encoder_from_primary(table, index)
         first = True
         start, end, read_ts = cp["resume_key"], cp["end_key"], cp["read_ts"]
         while start < end:
             rows = db.scan(start, end, ts=read_ts, limit=batch)
             if rows:
-                ctx.ingest(build_entries(table, index, [decode_row(v) for _, v in rows], None),
-                           ts=read_ts)
+                entries = [make(k, decode_row(v)) for k, v in rows]
+                entries.sort()
+                ctx.ingest(entries, ts=read_ts)
             start = rows[-1][0] + b"\x00" if len(rows) == batch else end
             cp = {**cp, "resume_key": start, "done": cp["done"] + len(rows)}
             ctx.progress(cp["done"] / max(cp["total"], 1), checkpoint=cp)
