@@ -242,7 +242,7 @@ def test_stalled_owner_writes_nothing_after_losing_its_job(tmp_path):
     other = no_adoption(tidemark.connect(store))
     stalled, release = threading.Event(), threading.Event()
     engine = owner.node.engine
-    real_ingest, real_commit = engine.ingest, engine.commit
+    real_ingest, real_commit = engine.ingest_counted, engine.commit
     ingests = []
 
     def ingest(rows, ts=None, guard=None):
@@ -263,7 +263,7 @@ def test_stalled_owner_writes_nothing_after_losing_its_job(tmp_path):
         fill(owner, "t", 300)
         owner.execute("SET CLUSTER SETTING bulkio.index_backfill.batch_size = 20")
         owner.execute("SET CLUSTER SETTING jobs.registry.lease_duration = '500ms'")
-        engine.ingest, engine.commit = ingest, commit
+        engine.ingest_counted, engine.commit = ingest, commit
 
         def run():
             try:
@@ -289,7 +289,7 @@ def test_stalled_owner_writes_nothing_after_losing_its_job(tmp_path):
         assert left == [], f"{len(left)} live entries of a removed index"
     finally:
         release.set()
-        engine.ingest, engine.commit = real_ingest, real_commit
+        engine.ingest_counted, engine.commit = real_ingest, real_commit
         other.close()
         owner.close()
 

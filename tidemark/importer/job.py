@@ -199,7 +199,7 @@ class ImportResumer:
         if cp["pre_rows"]:
             self._check_existing(engine, encoder, rows, chunk.lines, shown)
         entries = encoder.entries(rows, shown, chunk.lines)
-        arrival, written = engine.ingest_counted(entries, d.ts)
+        arrival, written = ctx.ingest(entries, d.ts)  # fenced by the job's lease
         if written != len(entries):
             self._diagnose(engine, encoder, rows, chunk.lines, shown, arrival, replay)
         replay.ours.add(arrival)

@@ -81,17 +81,18 @@ class JobContext:
         """Stop here if the job was paused or canceled (cheap enough per chunk)."""
         self.registry._update_owned(self, None)
 
-    def ingest(self, rows: list[tuple[bytes, bytes | None]], ts: int | None = None) -> int:
-        """``engine.ingest`` fenced by this job's lease: a process that lost the job (it
-        stalled past its lease and another node adopted it) writes nothing."""
+    def ingest(self, rows: list[tuple[bytes, bytes | None]], ts: int | None = None
+               ) -> tuple[int, int]:
+        """``engine.ingest_counted`` fenced by this job's lease: a process that lost the job
+        (it stalled past its lease and another node adopted it) writes nothing."""
         me = self.registry.instance_id
 
         def still_ours(raw: bytes | None) -> bool:
             return raw is not None and rec_mod.decode(raw).lease_owner == me
 
         try:
-            return self.node.engine.ingest(rows, ts, guard=(rec_mod.job_key(self.job_id),
-                                                            still_ours))
+            return self.node.engine.ingest_counted(
+                rows, ts, guard=(rec_mod.job_key(self.job_id), still_ours))
         except PreconditionFailedError:
             self.lost.set()
             raise _LeaseLost() from None

@@ -118,10 +118,11 @@ class Engine(Protocol):
         """Tombstone every live key of a span in one commit; returns (commit ts, count)."""
         ...
 
-    def ingest_counted(self, rows: Iterable[tuple[bytes, bytes | None]],
-                       ts: int) -> tuple[int, int]:
-        """``ingest`` at ``ts``, returning (commit ts, rows written); a row whose
-        ``(key, ts)`` is already stored is kept as it was and not counted."""
+    def ingest_counted(self, rows: Iterable[tuple[bytes, bytes | None]], ts: int | None = None,
+                       guard: tuple[bytes, Callable[[bytes | None], bool]] | None = None
+                       ) -> tuple[int, int]:
+        """``ingest``, returning (commit ts, rows written); a row whose ``(key, ts)`` is
+        already stored is kept as it was and not counted."""
         ...
 
     def arrivals_at(self, keys: Sequence[bytes], ts: int) -> dict[bytes, int]:

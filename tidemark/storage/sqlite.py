@@ -437,17 +437,7 @@ class SQLiteEngine:
         its newest value), nothing is written unless the test passes under the write lock:
         a job fences its writes with its lease this way.
         """
-        conn = self._conn()
-        with self._commit_ts(conn) as commit_ts:
-            if guard is not None:
-                self._check_guard(conn, guard)
-            write_ts = commit_ts if ts is None else ts
-            if ts is not None:
-                self._check_write_ts(conn, ts, commit_ts)
-            conn.executemany(
-                f"INSERT OR IGNORE INTO versions VALUES (?, {int(write_ts)}, {commit_ts}, ?)",
-                rows)
-        return commit_ts
+        return self.ingest_counted(rows, ts, guard)[0]
 
     @staticmethod
     def _check_guard(conn: apsw.Connection, guard: Guard) -> None:
@@ -471,9 +461,9 @@ class SQLiteEngine:
             count = conn.changes()
         return ts, count
 
-    def ingest_counted(self, rows: Iterable[tuple[bytes, bytes | None]],
-                       ts: int) -> tuple[int, int]:
-        """``ingest`` at ``ts`` that also counts the rows it wrote: (commit ts, written).
+    def ingest_counted(self, rows: Iterable[tuple[bytes, bytes | None]], ts: int | None = None,
+                       guard: Guard | None = None) -> tuple[int, int]:
+        """``ingest`` that also counts the rows it wrote: (commit ts, written).
 
         A row whose ``(key, ts)`` is already stored is left as it was and not counted, so
         ``written < len(rows)`` means some keys were there already (a replayed batch, or a
@@ -481,10 +471,15 @@ class SQLiteEngine:
         """
         conn = self._conn()
         with self._commit_ts(conn) as commit_ts:
-            self._check_write_ts(conn, ts, commit_ts)
+            if guard is not None:
+                self._check_guard(conn, guard)
+            write_ts = commit_ts if ts is None else ts
+            if ts is not None:
+                self._check_write_ts(conn, ts, commit_ts)
             before = conn.total_changes()
             conn.executemany(
-                f"INSERT OR IGNORE INTO versions VALUES (?, {int(ts)}, {commit_ts}, ?)", rows)
+                f"INSERT OR IGNORE INTO versions VALUES (?, {int(write_ts)}, {commit_ts}, ?)",
+                rows)
             written = conn.total_changes() - before
         return commit_ts, written
 
