@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 
 from tidemark.catalog.descriptors import Index, IndexState, TableDescriptor
 from tidemark.catalog.rowcodec import encode_columns
-from tidemark.kv.keys import encode_key, index_prefix
+from tidemark.kv.keys import datum_bytes, encode_key, index_prefix
 
 Row = Mapping[int, object]
 
@@ -112,6 +112,17 @@ def entry_encoder_from_primary(table: TableDescriptor, index: Index
     skip = len(index_prefix(table.id, primary.id))
     key_cols, dirs, unique = list(index.column_ids), list(index.descending), index.unique
     value_cols = sorted(covered_columns(table, index))
+
+    if len(key_cols) == 1:  # the common single-column index: no list, no generic loop
+        (col,), (desc,) = key_cols, dirs
+
+        def make_one(pk_key: bytes, row: Row) -> tuple[bytes, bytes]:
+            v = row.get(col)
+            key = prefix + datum_bytes(v, desc)
+            if not unique or v is None:
+                key += pk_key[skip:]
+            return key, encode_columns(row, value_cols)
+        return make_one
 
     def make_from_primary(pk_key: bytes, row: Row) -> tuple[bytes, bytes]:
         values = [row.get(c) for c in key_cols]

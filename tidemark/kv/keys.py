@@ -351,6 +351,11 @@ def _encode_desc(value: object) -> bytes:
     return _to_desc(_encode_asc(value))
 
 
+def datum_bytes(value: object, descending: bool = False) -> bytes:
+    """The encoding of one datum (what ``encode_key`` appends per value)."""
+    return _encode_desc(value) if descending else _encode_asc(value)
+
+
 def encode_datum(buf: bytearray, value: object, descending: bool = False) -> None:
     """Append the encoding of one datum to ``buf``."""
     buf += _encode_desc(value) if descending else _encode_asc(value)

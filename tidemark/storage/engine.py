@@ -99,6 +99,10 @@ class Engine(Protocol):
     def scan(self, start: bytes, end: bytes, ts: int, limit: int | None = None,
              reverse: bool = False) -> list[tuple[bytes, bytes]]: ...
 
+    def count_versions(self, start: bytes = b"", end: bytes = KEY_MAX) -> int:
+        """How many versions a span stores (an upper bound of its rows)."""
+        ...
+
     def count_live(self, start: bytes, end: bytes, ts: int) -> int:
         """How many live keys a read of the span at ``ts`` sees."""
         ...

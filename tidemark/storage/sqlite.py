@@ -34,6 +34,7 @@ from tidemark.errors import (
     TxnConflictError,
 )
 from tidemark.storage.engine import (
+    KEY_MAX,
     ExportStats,
     GCStats,
     ProtectedRecord,
@@ -373,8 +374,11 @@ class SQLiteEngine:
             "SELECT key, ts, arrival, value FROM versions WHERE key >= ? AND key < ? "
             "ORDER BY key, ts", (start, end)).fetchall()
 
-    def count_versions(self) -> int:
-        return self._conn().execute("SELECT count(*) FROM versions").fetchall()[0][0]
+    def count_versions(self, start: bytes = b"", end: bytes = KEY_MAX) -> int:
+        """How many versions (of every key, tombstones too) a span stores: a cheap upper
+        bound of its rows, for progress estimates."""
+        return self._conn().execute("SELECT count(*) FROM versions WHERE key >= ? AND key < ?",
+                                    (start, end)).fetchall()[0][0]
 
     # -- writes --------------------------------------------------------------------------
 
