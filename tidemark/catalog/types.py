@@ -98,23 +98,28 @@ INT8 = ColumnType(Family.INT, "INT8", 64)
 STRING = ColumnType(Family.STRING, "STRING")
 
 
-def _type_name_of(value: Any) -> str:
+def type_name(value: Any) -> str:
+    """The SQL name of a value's type, for messages."""
     return {bool: "bool", int: "int", float: "float", Decimal: "decimal", str: "string",
             bytes: "bytes", dt.datetime: "timestamptz", dt.date: "date", uuid.UUID: "uuid",
             JSONValue: "jsonb"}.get(type(value), type(value).__name__)
 
 
+def _of_column(column: str, word: str) -> str:
+    return "" if column == "?" else f" {word} column {column!r}"  # "?": not for a column
+
+
 def _mismatch(value: Any, typ: ColumnType, column: str) -> SQLError:
     return SQLError(
-        f"value type {_type_name_of(value)} doesn't match type {typ.sql()} of column "
-        f"{column!r}", code="42804",
+        f"value type {type_name(value)} doesn't match type {typ.sql()}"
+        f"{_of_column(column, 'of')}", code="42804",
         hint=f"use a {typ.sql()} value, or cast it: CAST(... AS {typ.sql()})")
 
 
 def _parse_error(text: str, typ: ColumnType, column: str, why: str = "") -> SQLError:
     detail = f": {why}" if why else ""
-    return SQLError(f"could not parse {text!r} as type {typ.sql()} for column "
-                    f"{column!r}{detail}", code="22P02")
+    return SQLError(f"could not parse {text!r} as type {typ.sql()}"
+                    f"{_of_column(column, 'for')}{detail}", code="22P02")
 
 
 def parse_timestamp(text: str) -> dt.datetime:

@@ -80,7 +80,7 @@ def format_duration(nanos: int) -> str:
 def _type_error(setting: Setting, raw: Any, expected: str) -> SettingError:
     return SettingError(
         f"invalid value for {setting.name}: {raw!r} is not {expected}",
-        hint=f"{setting.name} is a {setting.kind.value} setting; for example "
+        hint=f"{setting.name} is a setting of type {setting.kind.value}; for example "
              f"SET CLUSTER SETTING {setting.name} = {setting.format(setting.default)!s}")
 
 

@@ -22,7 +22,14 @@ from decimal import Decimal, DivisionByZero, InvalidOperation
 from typing import Any
 
 from tidemark.catalog.rowcodec import JSONValue
-from tidemark.catalog.types import ColumnType, Family, coerce, format_value, type_from_ref
+from tidemark.catalog.types import (
+    ColumnType,
+    Family,
+    coerce,
+    format_value,
+    type_from_ref,
+    type_name,
+)
 from tidemark.clock import format_ts, ts_to_datetime
 from tidemark.errors import SQLError
 from tidemark.sql import ast
@@ -68,14 +75,8 @@ class Context:
 
 
 def _err_type(op: str, a: Any, b: Any) -> SQLError:
-    return SQLError(f"unsupported binary operator: <{_tname(a)}> {op} <{_tname(b)}>",
+    return SQLError(f"unsupported binary operator: <{type_name(a)}> {op} <{type_name(b)}>",
                     code="42883")
-
-
-def _tname(v: Any) -> str:
-    return {bool: "bool", int: "int", float: "float", Decimal: "decimal", str: "string",
-            bytes: "bytes", dt.datetime: "timestamptz", dt.date: "date", uuid.UUID: "uuid",
-            JSONValue: "jsonb"}.get(type(v), type(v).__name__)
 
 
 def _check_int(v: int) -> int:
@@ -148,7 +149,7 @@ def compare(op: str, a: Any, b: Any) -> bool | None:
             raise TypeError
         return _CMP[op](a, b)
     except TypeError:
-        raise SQLError(f"unsupported comparison operator: <{_tname(a)}> {op} <{_tname(b)}>",
+        raise SQLError(f"unsupported comparison operator: <{type_name(a)}> {op} <{type_name(b)}>",
                        code="42883") from None
 
 
@@ -251,7 +252,7 @@ class Compiler:
             v = fn(row)
             if v is True or v is False or v is None:
                 return v
-            raise SQLError(f"argument of {clause} must be type bool, not type {_tname(v)}",
+            raise SQLError(f"argument of {clause} must be type bool, not type {type_name(v)}",
                            code="42804")
         return check
 
@@ -305,7 +306,7 @@ class Compiler:
                 if v is None:
                     return None
                 if not _is_num(v):
-                    raise SQLError(f"unsupported unary operator: -<{_tname(v)}>", code="42883")
+                    raise SQLError(f"unsupported unary operator: -<{type_name(v)}>", code="42883")
                 return _check_int(-v) if isinstance(v, int) else -v
             return neg
         if isinstance(node, ast.IsNull):
@@ -461,7 +462,7 @@ class Compiler:
                 if v is None:
                     return None
                 if not isinstance(v, str):
-                    raise SQLError(f"unsupported comparison operator: <{_tname(v)}> LIKE "
+                    raise SQLError(f"unsupported comparison operator: <{type_name(v)}> LIKE "
                                    "<string>", code="42883")
                 return (rx.fullmatch(v) is not None) != negated
             return like_const
@@ -545,7 +546,7 @@ class Compiler:
                 try:
                     return fn(v)
                 except TypeError:
-                    raise SQLError(f"unknown signature: {name}({_tname(v)})",
+                    raise SQLError(f"unknown signature: {name}({type_name(v)})",
                                    code="42883") from None
             return unary
         if name in ("substr", "substring"):
@@ -578,7 +579,7 @@ class Compiler:
 def _truth(v: Any) -> bool:
     if isinstance(v, bool):
         return v
-    raise SQLError(f"argument of a condition must be type bool, not {_tname(v)}",
+    raise SQLError(f"argument of a condition must be type bool, not {type_name(v)}",
                    code="42804")
 
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from tidemark.catalog.descriptors import TableDescriptor
-from tidemark.catalog.types import ColumnType
+from tidemark.catalog.types import ColumnType, type_name
 from tidemark.errors import SQLError
 from tidemark.kv.txn import Txn
 from tidemark.sql import ast
@@ -159,7 +159,7 @@ class _Agg:
         k = self.kind
         if k in ("sum", "avg"):
             if isinstance(v, bool) or not isinstance(v, (int, float, Decimal)):
-                raise SQLError(f"unknown signature: {k}({type(v).__name__})", code="42883")
+                raise SQLError(f"unknown signature: {k}({type_name(v)})", code="42883")
             self.value = v if self.value is None else self.value + v
         elif k == "min":
             if self.value is None or v < self.value:
