@@ -107,6 +107,7 @@ def _ext_hook(code: int, data: memoryview) -> object:
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(dict[int, Any], ext_hook=_ext_hook)
+decoder = _decoder.decode  # raw: raises msgspec.DecodeError; bulk loops call it directly
 
 
 def encode_row(values: Mapping[int, object]) -> bytes:

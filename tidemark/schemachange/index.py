@@ -14,14 +14,13 @@ Pause point: ``indexbackfill.after_first_chunk``.
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 import msgspec
 
 from tidemark.catalog import catalog
 from tidemark.catalog.descriptors import DescState, Index, IndexState, TableDescriptor
-from tidemark.catalog.entries import entry_encoder, entry_encoder_from_primary
+from tidemark.catalog.entries import entries_from_primary, entry_encoder
 from tidemark.catalog.rowcodec import decode_row
 from tidemark.catalog.types import format_value
 from tidemark.cluster.settings import Kind, register
@@ -34,7 +33,6 @@ from tidemark.kv.txn import Txn
 from tidemark.storage.engine import Span
 
 SCHEMA_CHANGE = "SCHEMA CHANGE"
-_key = operator.itemgetter(0)
 PAUSE_AFTER_FIRST_CHUNK = "indexbackfill.after_first_chunk"
 BACKFILL_BATCH_SIZE = register(
     "bulkio.index_backfill.batch_size", Kind.INT, 50_000,  # CockroachDB's default too
@@ -162,15 +160,13 @@ class IndexResumer:
             ctx.progress(0.0, checkpoint=cp, running_status="backfilling")
         table, index = self._target(db)
         batch = int(ctx.node.settings.get(BACKFILL_BATCH_SIZE.name))
-        make = entry_encoder_from_primary(table, index)
+        make = entries_from_primary(table, index)
         first = True
         start, end, read_ts = cp["resume_key"], cp["end_key"], cp["read_ts"]
         while start < end:
             rows = db.scan(start, end, ts=read_ts, limit=batch)
             if rows:
-                entries = [make(k, decode_row(v)) for k, v in rows]
-                entries.sort(key=_key)  # keys are unique: compare them alone
-                ctx.ingest(entries, ts=read_ts)
+                ctx.ingest(make(rows), ts=read_ts)
             start = rows[-1][0] + b"\x00" if len(rows) == batch else end
             cp = {**cp, "resume_key": start, "done": cp["done"] + len(rows)}
             ctx.progress(cp["done"] / max(cp["total"], 1), checkpoint=cp)
