@@ -319,9 +319,8 @@ class Pty:
             pass
 
 
-@pytest.mark.skipif(not _SCRIPT.exists(), reason="needs the tidemark console script")
 def test_interactive_shell(tmp_path: Path) -> None:
-    shell = Pty([str(_SCRIPT), "sql", "--store", str(tmp_path / "store")], tmp_path,
+    shell = Pty([*TIDEMARK, "sql", "--store", str(tmp_path / "store")], tmp_path,
                 _env(tmp_path))
     try:
         shell.read_until(b"statements end with ';'")
