@@ -18,7 +18,6 @@ import msgspec
 from tidemark.catalog.descriptors import (
     DatabaseDescriptor,
     Descriptor,
-    DescState,
     TableDescriptor,
     decode_descriptor,
     encode_descriptor,
@@ -138,7 +137,3 @@ def bootstrap(db: DB) -> None:
             create_database(txn, DEFAULT_DATABASE)
 
     db.run(init)
-
-
-def is_visible(desc: Descriptor | None) -> bool:
-    return desc is not None and desc.state is DescState.PUBLIC

@@ -22,8 +22,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import msgspec
-
 from tidemark.clock import NANOS_PER_SECOND, unique_int, wall_now
 from tidemark.cluster.node import Node
 from tidemark.cluster.settings import Kind, register
@@ -490,7 +488,3 @@ def _release(rec: JobRecord) -> None:
 def _succeeded(rec: JobRecord) -> None:
     rec.status, rec.fraction_completed, rec.finished = Status.SUCCEEDED, 1.0, wall_now()
     rec.lease_owner, rec.running_status = "", ""
-
-
-def details_of(record: JobRecord, cls: type[Any]) -> Any:
-    return msgspec.convert(record.details, cls)

@@ -107,10 +107,6 @@ class _GroupedScope(Scope):
                        "an aggregate function", code="42803")
 
 
-def _sort_key(values: Sequence[Any]) -> tuple[Any, ...]:
-    return tuple((v is not None, v) for v in values)
-
-
 def _order_rows(rows: list[tuple[list[Any], Any]], desc: list[bool],
                 nulls_first: list[bool | None]) -> list[tuple[list[Any], Any]]:
     def cmp(a: tuple[list[Any], Any], b: tuple[list[Any], Any]) -> int:
