@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from tidemark.backup.destination import (
@@ -28,21 +26,9 @@ from tidemark.backup.manifest import (
     NotABackupError,
     write_manifest,
 )
-from tidemark.cloud import StorageContext, open_storage
 
 T0 = 1_795_253_400_000_000_000  # 2026-11-21 09:30:00 UTC
 SEC = 10**9
-
-
-@pytest.fixture(params=["memory", "file"])
-def storage(request, tmp_path):
-    if request.param == "file":
-        uri = f"file://{tmp_path}/collection"
-    else:
-        uri = f"memory://bucket-{uuid.uuid4().hex[:8]}/collection"
-    st = open_storage(uri, StorageContext())
-    yield st
-    st.close()
 
 
 def full(storage, end_time: int) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import msgspec
 import pytest
 
@@ -32,7 +30,6 @@ from tidemark.backup.manifest import (
     read_manifest,
     write_manifest,
 )
-from tidemark.cloud import StorageContext, open_storage
 from tidemark.cloud.codec import (
     EncryptionKey,
     EncryptionRequiredError,
@@ -41,17 +38,6 @@ from tidemark.cloud.codec import (
 )
 
 FAST_KDF = KDFParams(log2_n=8, r=8, p=1)  # tests only: cheap scrypt
-
-
-@pytest.fixture(params=["memory", "file"])
-def storage(request, tmp_path):
-    if request.param == "file":
-        uri = f"file://{tmp_path}/collection"
-    else:
-        uri = f"memory://bucket-{uuid.uuid4().hex[:8]}/collection"
-    st = open_storage(uri, StorageContext())
-    yield st
-    st.close()
 
 
 def sample(**kw) -> Manifest:
