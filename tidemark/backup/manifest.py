@@ -172,7 +172,14 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     start_time: int  # ns; 0 for a full backup, the previous layer's end time otherwise
     end_time: int  # ns
     mvcc_filter: MvccFilter = "latest"  # "all" with revision history
+    # With revision history, the earliest time a restore may pick in this layer: its start
+    # time, or for a full backup the GC threshold it read above (older history was gone).
+    revision_start: int = 0
     is_full_cluster: bool = False
+    # What was asked for, by name ("db", "db.table"); incrementals must ask for the same.
+    target_databases: list[str] = msgspec.field(default_factory=list)
+    target_tables: list[str] = msgspec.field(default_factory=list)
+    job_id: int = 0
     spans: list[Span] = msgspec.field(default_factory=list)
     introduced_spans: list[IntroducedSpan] = msgspec.field(default_factory=list)
     files: list[BackupFile] = msgspec.field(default_factory=list)

@@ -58,6 +58,9 @@ class TableDescriptor(msgspec.Struct, frozen=True, tag="table"):
     next_index_id: int = 2
     state: DescState = DescState.PUBLIC
     offline_reason: str = ""
+    # While OFFLINE for an IMPORT: the import's one MVCC timestamp S. The table's pre-import
+    # contents are what reads at S - 1 see; a backup exports the table as of S - 1.
+    import_ts: int = 0
     version: int = 1
 
     def column(self, name: str) -> Column | None:

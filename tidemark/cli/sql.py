@@ -65,6 +65,12 @@ def _json_value(value: Any, typ: ColumnType | None) -> Any:
 
 
 def print_result(result: Result, fmt: Format, console: Console, out: io.TextIOBase) -> None:
+    _print_rows(result, fmt, console, out)
+    for notice in result.notices:
+        print(f"NOTICE: {notice}", file=sys.stderr)
+
+
+def _print_rows(result: Result, fmt: Format, console: Console, out: io.TextIOBase) -> None:
     types = result.types or [None] * len(result.columns)
     if fmt is Format.json:
         if result.returns_rows:

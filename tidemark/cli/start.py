@@ -9,6 +9,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+import tidemark.backup.job
+import tidemark.backup.restore
 import tidemark.importer.job
 import tidemark.schemachange.index  # noqa: F401
 from tidemark.cli.sql import DEFAULT_STORE, print_error

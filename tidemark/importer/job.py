@@ -98,7 +98,7 @@ def _publish(txn: Txn, details: ImportDetails) -> None:
     if _ours(table, details):
         assert isinstance(table, TableDescriptor)
         catalog.write_descriptor(txn, msgspec.structs.replace(
-            table, state=DescState.PUBLIC, offline_reason=""))
+            table, state=DescState.PUBLIC, offline_reason="", import_ts=0))
 
 
 class _Replay:

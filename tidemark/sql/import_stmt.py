@@ -65,7 +65,7 @@ def run_import(session: Session, stmt: ast.Import, params: Sequence[Any]) -> Res
         ts = txn.read_ts + 1
         _read_whole_span(txn, Span(*table_span(table.id)))
         offline = catalog.write_descriptor(txn, msgspec.structs.replace(
-            table, state=DescState.OFFLINE, offline_reason=plan.OFFLINE_REASON))
+            table, state=DescState.OFFLINE, offline_reason=plan.OFFLINE_REASON, import_ts=ts))
         details = plan.ImportDetails(
             table_id=table.id, table_name=table.name, offline_version=offline.version,
             column_ids=[c.id for c in targets], files=uris, csv=csv_options, ts=ts,

@@ -16,6 +16,7 @@ class Result:
     rows_affected: int = 0
     types: list[ColumnType | None] = field(default_factory=list)
     returns_rows: bool = True
+    notices: list[str] = field(default_factory=list)  # shown to the user after the result
 
     @classmethod
     def command(cls, tag: str, rows_affected: int = 0) -> Result:

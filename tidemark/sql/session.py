@@ -27,7 +27,7 @@ from tidemark.jobs.record import JobRecord
 from tidemark.jobs.registry import Registry
 from tidemark.kv.txn import Txn
 from tidemark.schemachange.index import SCHEMA_CHANGE, build_index_in_txn, set_index_state
-from tidemark.sql import ast, ddl, dml, show
+from tidemark.sql import ast, backup_stmt, ddl, dml, show
 from tidemark.sql.expr import Compiler, Context, Scope, is_constant, literal_value
 from tidemark.sql.import_stmt import run_import
 from tidemark.sql.parser import parse, parse_one
@@ -160,6 +160,14 @@ class Session:
             return self._control_job(stmt, params)
         if isinstance(stmt, ast.Import):
             return run_import(self, stmt, params)
+        if isinstance(stmt, ast.Backup):
+            return backup_stmt.run_backup(self, stmt, params)
+        if isinstance(stmt, ast.Restore):
+            return backup_stmt.run_restore(self, stmt, params)
+        if isinstance(stmt, ast.ShowBackups):
+            return backup_stmt.show_backups(self, stmt, params)
+        if isinstance(stmt, ast.ShowBackup):
+            return backup_stmt.show_backup(self, stmt, params)
         if isinstance(stmt, ast.ShowJob) and stmt.when_complete:
             job_id = self._job_id(stmt.job_id, params)
             try:
@@ -338,8 +346,10 @@ class Session:
         if isinstance(stmt, (ast.PauseJob, ast.ResumeJob, ast.CancelJob)):
             raise SQLError(f"{type(stmt).__name__.removesuffix('Job').upper()} JOB cannot run "
                            "inside a transaction", code="25001")
-        if isinstance(stmt, ast.Import):
-            raise SQLError("IMPORT cannot run inside a transaction", code="25001")
+        if isinstance(stmt, (ast.Import, ast.Backup, ast.Restore, ast.ShowBackups,
+                             ast.ShowBackup)):
+            name = stmt.text.split(None, 1)[0].upper() if stmt.text else "this statement"
+            raise SQLError(f"{name} cannot run inside a transaction", code="25001")
         raise SQLError(f"{type(stmt).__name__.upper()} is not supported yet", code="0A000")
 
     def _drop_index(self, txn: Txn, stmt: ast.DropIndex,

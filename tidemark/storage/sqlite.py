@@ -84,6 +84,11 @@ CREATE TABLE exp.versions(
 ) WITHOUT ROWID;
 CREATE TABLE exp.export_info(name TEXT PRIMARY KEY, value) WITHOUT ROWID;
 """
+# Credentials a job needs to resume (external storage URIs with keys, passphrases): kept out of
+# job records, which live in the MVCC keyspace where SHOW JOBS and backups would show them.
+_SECRETS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS job_secrets(owner TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+"""
 EXPORT_FORMAT_VERSION = 1
 
 # A key and a test of its newest value (None: no value) that a guarded write requires.
@@ -193,6 +198,7 @@ class SQLiteEngine:
                     "INSERT OR IGNORE INTO meta VALUES (?, ?)",
                     [("frontier", now), ("gc_threshold", 0), ("store_id", uuid.uuid4().hex),
                      ("created", now)])
+            conn.execute(_SECRETS_SCHEMA)  # outside the branch: stores made before it lack it
         (self.root / EXTERNAL_DIR).mkdir(exist_ok=True)
 
     # -- connections ---------------------------------------------------------------------
@@ -536,15 +542,18 @@ class SQLiteEngine:
     # -- export and import (in C: ATTACH + INSERT ... SELECT) ----------------------------
 
     def export(self, path: str, span: Span, start_ts: int, end_ts: int, *,
-               window: Window = Window.MVCC, all_revisions: bool = False) -> ExportStats:
+               window: Window = Window.MVCC, all_revisions: bool = False,
+               ts_cap: int | None = None) -> ExportStats:
         """Write the versions of ``span`` selected from ``(start_ts, end_ts]`` to a new file.
 
         MVCC window: latest only gives what a read at ``end_ts`` sees, for keys changed after
         ``start_ts`` (tombstones only when ``start_ts > 0``: a full export has nothing to
         delete); all revisions gives every version with ``start_ts < ts <= end_ts``.
         Arrival window: every version that arrived in the window (latest only: the newest
-        such version of each key), whatever its MVCC timestamp. The file appears only when
-        complete: it is written under a temporary name and renamed.
+        such version of each key), whatever its MVCC timestamp; ``ts_cap`` leaves out
+        versions above it (a table offline for an import is backed up as it was just below
+        the import's timestamp). The file appears only when complete: it is written under a
+        temporary name and renamed.
         """
         self.check_read_ts(end_ts, [span])
         if start_ts > 0:
@@ -557,18 +566,18 @@ class SQLiteEngine:
         if window is Window.MVCC:
             if all_revisions:
                 select = (f"SELECT key, ts, value FROM main.versions WHERE {where} "
-                          "AND ts > :start AND ts <= :end")
+                          "AND ts > :start AND ts <= :cap")
             else:
                 live = " AND value IS NOT NULL" if start_ts <= 0 else ""
                 select = (
                     "SELECT key, ts, value FROM (SELECT key, max(ts) AS ts, value FROM "
-                    f"main.versions WHERE {where} AND ts <= :end GROUP BY key) "
+                    f"main.versions WHERE {where} AND ts <= :cap GROUP BY key) "
                     f"WHERE ts > :start{live}")
         else:
             # Small windows read the arrival index; a window from zero is the whole span.
             source = ("main.versions INDEXED BY versions_by_arrival" if start_ts > 0
                       else "main.versions")
-            cond = f"{where} AND arrival > :start AND arrival <= :end AND ts <= :end"
+            cond = f"{where} AND arrival > :start AND arrival <= :end AND ts <= :cap"
             if all_revisions:
                 select = f"SELECT key, ts, value FROM {source} WHERE {cond}"
             else:
@@ -584,14 +593,16 @@ class SQLiteEngine:
                          "PRAGMA exp.synchronous=OFF")
             conn.execute("BEGIN")
             conn.execute(_EXPORT_SCHEMA)
-            params = {"lo": span.start, "hi": span.end, "start": start_ts, "end": end_ts}
+            cap = end_ts if ts_cap is None else min(ts_cap, end_ts)
+            params = {"lo": span.start, "hi": span.end, "start": start_ts, "end": end_ts,
+                      "cap": cap}
             conn.execute(f"INSERT INTO exp.versions {select}", params)
             rows = conn.changes()
             conn.executemany("INSERT INTO exp.export_info VALUES (?, ?)", [
                 ("format_version", EXPORT_FORMAT_VERSION), ("span_start", span.start),
                 ("span_end", span.end), ("start_ts", start_ts), ("end_ts", end_ts),
                 ("window", window.value), ("all_revisions", int(all_revisions)),
-                ("rows", rows)])
+                ("rows", rows), ("ts_cap", cap)])
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(apsw.Error):
@@ -769,3 +780,99 @@ class SQLiteEngine:
                     "SELECT id, ts, spans, owner, created FROM protected_ts ORDER BY created, id")
             ]
         return load
+
+    # -- job secrets and bulk helpers ----------------------------------------------------
+
+    def put_secret(self, owner: str, data: bytes) -> None:
+        """Keep ``data`` (credentials a job needs) for ``owner``, outside the keyspace."""
+        self._conn().execute("INSERT OR REPLACE INTO job_secrets VALUES (?, ?)", (owner, data))
+
+    def get_secret(self, owner: str) -> bytes | None:
+        rows = self._conn().execute("SELECT data FROM job_secrets WHERE owner = ?",
+                                    (owner,)).fetchall()
+        return rows[0][0] if rows else None
+
+    def delete_secret(self, owner: str) -> None:
+        self._conn().execute("DELETE FROM job_secrets WHERE owner = ?", (owner,))
+
+    def split_points(self, span: Span, versions_per_part: int) -> list[bytes]:
+        """Keys cutting ``span`` into parts of about ``versions_per_part`` versions each.
+
+        Every version of a key falls in one part (parts are ``[cut_i, cut_i+1)``). One index
+        walk per cut, in C.
+        """
+        if versions_per_part < 1:
+            raise ValueError("versions_per_part must be at least 1")
+        conn, cuts, lo = self._conn(), [], span.start
+        while True:
+            row = conn.execute(
+                "SELECT key FROM versions WHERE key > ? AND key < ? ORDER BY key "
+                "LIMIT 1 OFFSET ?", (lo, span.end, versions_per_part - 1)).fetchall()
+            if not row:
+                return cuts
+            nxt = conn.execute("SELECT key FROM versions WHERE key > ? AND key < ? "
+                               "ORDER BY key LIMIT 1", (row[0][0], span.end)).fetchall()
+            if not nxt:
+                return cuts
+            cuts.append(nxt[0][0])
+            lo = nxt[0][0]
+
+
+def merge_exports(paths: Sequence[str], out: str) -> int:
+    """Union export files into a new all-revisions export file ``out``; returns its rows.
+
+    Restore merges the layers of a span this way, so that each key's newest version (by MVCC
+    timestamp, not by layer) wins when the result is imported. A version present in several
+    files (same key and timestamp) is the same version: the first is kept.
+    """
+    if os.path.exists(out):
+        raise StoreError(f"cannot merge into {out}: the file exists")
+    conn = apsw.Connection(":memory:", flags=_OPEN_FLAGS)
+    try:
+        conn.execute("ATTACH DATABASE ? AS exp", (out,))
+        conn.execute(f"PRAGMA exp.page_size={EXPORT_PAGE_SIZE}; PRAGMA exp.journal_mode=OFF; "
+                     "PRAGMA exp.synchronous=OFF")
+        conn.execute("BEGIN")
+        conn.execute(_EXPORT_SCHEMA)
+        end_ts, start_ts = 0, None
+        for path in paths:
+            conn.execute("ATTACH DATABASE ? AS src", (f"file:{path}?mode=ro",))
+            try:
+                info = dict(conn.execute("SELECT name, value FROM src.export_info").fetchall())
+                if info.get("format_version") != EXPORT_FORMAT_VERSION:
+                    raise StoreError(f"cannot merge {path}: export format version "
+                                     f"{info.get('format_version')} is not supported")
+                end_ts = max(end_ts, int(info["end_ts"]))
+                start_ts = int(info["start_ts"]) if start_ts is None else \
+                    min(start_ts, int(info["start_ts"]))
+                conn.execute("INSERT OR IGNORE INTO exp.versions SELECT key, ts, value "
+                             "FROM src.versions")
+            finally:
+                conn.execute("COMMIT; DETACH DATABASE src; BEGIN")
+        rows = conn.execute("SELECT count(*) FROM exp.versions").fetchall()[0][0]
+        conn.executemany("INSERT INTO exp.export_info VALUES (?, ?)", [
+            ("format_version", EXPORT_FORMAT_VERSION), ("span_start", b""),
+            ("span_end", KEY_MAX), ("start_ts", start_ts or 0), ("end_ts", end_ts),
+            ("window", "merged"), ("all_revisions", 1), ("rows", rows)])
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(apsw.Error):
+            if not conn.get_autocommit():
+                conn.execute("ROLLBACK")
+        conn.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(out)
+        raise
+    conn.close()
+    return rows
+
+
+def read_export(path: str) -> list[tuple[bytes, int, bytes | None]]:
+    """Every version in a (small) export file, by key and timestamp; for system tables."""
+    conn = apsw.Connection(f"file:{path}?mode=ro", flags=apsw.SQLITE_OPEN_READONLY
+                           | apsw.SQLITE_OPEN_URI)
+    try:
+        return [tuple(r) for r in conn.execute(  # type: ignore[misc]
+            "SELECT key, ts, value FROM versions ORDER BY key, ts")]
+    finally:
+        conn.close()

@@ -1,0 +1,360 @@
+"""The BACKUP job: export each planned part to a data file, then the manifest, then LATEST.
+
+The statement (``sql.backup_stmt``) fixed the end time, the layer's folder, the encryption
+salt, and kept the credentials (storage URI, passphrase) in the store's job-secrets table,
+never in the job record. The job:
+
+1. (first run) reads the targets' descriptors at the end time, plans spans and parts
+   (``backup.plan``), protects what it will read from GC, and checkpoints the plan;
+2. takes the layer folder's lock, then for each part not yet done: exports it in C to a
+   local file, streams it through the codec (zstd, AES-256-GCM with a passphrase) into the
+   collection while hashing what is stored, and checkpoints the file's entry — in the job
+   record and in ``BACKUP-CHECKPOINT`` (pause point ``backup.after_first_chunk`` after the
+   first); a resumed job never exports a finished part again;
+3. writes the manifest — the commit point — then, for a full backup, moves LATEST; then
+   releases the lock and the protection.
+
+A job that fails or is canceled removes what it wrote to its folder (there is no manifest,
+so none of it was a backup) and releases the lock and protection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from tidemark.backup import destination, manifest
+from tidemark.backup.manifest import BackupFile, EncryptionInfo, Manifest
+from tidemark.backup.plan import (
+    FILE_VERSIONS,
+    SETTINGS_SPAN,
+    LayerSpans,
+    Targets,
+    WorkItem,
+    collect_descriptors,
+    descriptor_changes,
+    plan_spans,
+    plan_work,
+    resolve_targets,
+)
+from tidemark.cloud import StorageContext, codec, open_storage
+from tidemark.cloud.codec import EncryptionKey, KDFParams
+from tidemark.cloud.storage import ExternalStorage
+from tidemark.cluster.node import Node
+from tidemark.errors import ProtectionError, SQLError, TidemarkError
+from tidemark.jobs.record import JobRecord
+from tidemark.jobs.registry import JobContext, register_resumer
+from tidemark.kv.keys import decode_index_prefix, prefix_end, table_prefix
+from tidemark.kv.system import DESCRIPTOR_TABLE_ID, NAMESPACE_TABLE_ID
+from tidemark.storage.engine import Span, Window
+from tidemark.storage.sqlite import EXTERNAL_DIR
+
+__all__ = ["BACKUP", "PAUSE_AFTER_FIRST_CHUNK", "BackupDetails", "BackupResumer",
+           "Secrets", "load_secrets", "scratch_dir", "storage_context"]
+
+BACKUP = "BACKUP"
+PAUSE_AFTER_FIRST_CHUNK = "backup.after_first_chunk"
+DATA_DIR = "data"
+_READ_SIZE = 1 << 20
+
+
+class BackupDetails(msgspec.Struct, kw_only=True):
+    """What the statement decided; fixed for the life of the job. No secrets in here."""
+
+    collection: str  # redacted
+    secret_ref: str  # the owner of the credentials in the store's job-secrets table
+    full_subdir: str
+    layer_dir: str
+    backup_type: str  # "full" or "incremental"
+    start_time: int
+    end_time: int
+    revision_history: bool
+    full_cluster: bool
+    databases: list[str]
+    tables: list[str]
+    prev_layer: str | None = None
+    encryption: EncryptionInfo | None = None
+    unsafe: bool = False
+
+
+class Secrets(msgspec.Struct):
+    uri: str
+    passphrase: str | None = None
+
+
+def storage_context(node: Node) -> StorageContext:
+    return StorageContext(external_dir=Path(node.engine.root) / EXTERNAL_DIR)
+
+
+def load_secrets(node: Node, ref: str) -> Secrets:
+    raw = node.engine.get_secret(ref)
+    if raw is None:
+        raise SQLError(f"the credentials of {ref} are gone from this store", code="58030",
+                       hint="the job cannot reach its storage; start it again")
+    return msgspec.msgpack.decode(raw, type=Secrets)
+
+
+def scratch_dir(node: Node) -> Path:
+    """A private temporary folder inside the store (same disk: no cross-device copies)."""
+    base = Path(node.engine.root) / "tmp"
+    base.mkdir(exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=base))
+
+
+def encryption_key(info: EncryptionInfo | None, passphrase: str | None) -> EncryptionKey | None:
+    if info is None:
+        return None
+    assert passphrase is not None
+    return EncryptionKey.from_passphrase(passphrase, salt=info.salt, kdf=KDFParams(*info.kdf))
+
+
+class _Sink:
+    """Collects what the encoder writes, handed on by ``drain`` while hashing it."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def drain(self, hasher: Any) -> Iterator[bytes]:
+        parts, self.parts = self.parts, []
+        for p in parts:
+            hasher.update(p)
+            yield p
+
+
+def encoded_chunks(path: Path, key: EncryptionKey | None, hasher: Any) -> Iterator[bytes]:
+    """The stored bytes of the local file ``path``, through the codec, hashed on the way."""
+    sink = _Sink()
+    enc = codec.Encoder(sink, key)  # type: ignore[arg-type]
+    with open(path, "rb") as f:
+        while chunk := f.read(_READ_SIZE):
+            enc.write(chunk)
+            yield from sink.drain(hasher)
+    enc.close()
+    yield from sink.drain(hasher)
+
+
+def protected_spans(tables: list[int]) -> list[Span]:
+    spans = [Span(table_prefix(t), prefix_end(table_prefix(t))) for t in tables]
+    for system in (DESCRIPTOR_TABLE_ID, NAMESPACE_TABLE_ID):
+        spans.append(Span(table_prefix(system), prefix_end(table_prefix(system))))
+    spans.append(Span(*SETTINGS_SPAN))
+    return spans
+
+
+class BackupResumer:
+    def __init__(self, record: JobRecord):
+        self.job_id = record.id
+        self.details = msgspec.convert(record.details, BackupDetails)
+        self.owner = f"job {record.id}"
+
+    # -- running -------------------------------------------------------------------------
+
+    def resume(self, ctx: JobContext) -> None:
+        node, d = ctx.node, self.details
+        secrets = load_secrets(node, d.secret_ref)
+        key = encryption_key(d.encryption, secrets.passphrase)
+        storage = open_storage(secrets.uri, storage_context(node))
+        try:
+            destination.acquire_lock(storage, d.layer_dir, self.job_id)
+            if "work" not in ctx.checkpoint:
+                self._start(ctx, storage, key)
+            self._export(ctx, storage, key)
+            ctx.progress(running_status="writing the manifest")
+            self._finish(ctx, storage, key)
+        finally:
+            storage.close()
+
+    def _read_targets(self, node: Node) -> tuple[list, list]:
+        d = self.details
+        txn = node.db.txn(d.end_time)
+        try:
+            return resolve_targets(txn, Targets(d.full_cluster, d.databases, d.tables))
+        finally:
+            txn.rollback()
+
+    def _layer_spans(self, node: Node, storage: ExternalStorage, key: EncryptionKey | None
+                     ) -> tuple[LayerSpans, list, list, Manifest | None]:
+        d = self.details
+        dbs, tables = self._read_targets(node)
+        prev = None if d.prev_layer is None else \
+            manifest.read_manifest(storage, d.prev_layer, key)
+        layer = plan_spans(tables, prev, full_cluster=d.full_cluster, unsafe=d.unsafe)
+        return layer, dbs, tables, prev
+
+    def _start(self, ctx: JobContext, storage: ExternalStorage, key: EncryptionKey | None
+               ) -> None:
+        node, d = ctx.node, self.details
+        ctx.progress(0.0, running_status="planning")
+        # Protect first: planning reads history at the end time (and the start time).
+        protect_at = d.start_time if d.backup_type == "incremental" else d.end_time
+        _dbs, tables = self._read_targets(node)
+        try:
+            record = node.engine.protect(protect_at, protected_spans([t.id for t in tables]),
+                                         owner=self.owner)
+        except ProtectionError:
+            raise SQLError(
+                f"cannot back up {d.collection}: the history since "
+                f"{'the previous backup' if d.backup_type == 'incremental' else 'the end time'}"
+                " was already removed by GC", code="XXC01",
+                hint="take a new full backup (BACKUP ... INTO the collection), or raise "
+                "gc.ttlseconds above the time between backups") from None
+        layer, _dbs, tables, _prev = self._layer_spans(node, storage, key)
+        work = plan_work(node.engine, layer, int(node.settings.get(FILE_VERSIONS.name)))
+        cp = {"work": msgspec.msgpack.encode(work), "done": [], "protection": record.id,
+              "rows": 0, "index_entries": 0, "bytes": 0}
+        ctx.progress(0.0, checkpoint=cp, running_status="exporting")
+
+    def _export(self, ctx: JobContext, storage: ExternalStorage, key: EncryptionKey | None
+                ) -> None:
+        node = ctx.node
+        cp = dict(ctx.checkpoint)
+        work = msgspec.msgpack.decode(cp["work"], type=list[WorkItem])
+        done: list[list[Any]] = list(cp["done"])  # [work index, BackupFile as builtins|None]
+        finished = {i for i, _ in done}
+        scratch = scratch_dir(node)
+        first = True
+        try:
+            for i, item in enumerate(work):
+                if i in finished:
+                    continue
+                entry = self._export_one(node, storage, key, scratch, i, item)
+                done.append([i, None if entry is None else msgspec.to_builtins(entry)])
+                if entry is not None:
+                    index_id = decode_index_prefix(item.span.start)[1]
+                    cp["rows" if index_id == 1 else "index_entries"] += entry.rows
+                    cp["bytes"] += entry.size
+                cp["done"] = done
+                self._write_checkpoint(storage, done, key)
+                ctx.progress(len(done) / max(1, len(work)), checkpoint=cp)
+                if first:
+                    first = False
+                    ctx.pause_point(PAUSE_AFTER_FIRST_CHUNK)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _export_one(self, node: Node, storage: ExternalStorage, key: EncryptionKey | None,
+                    scratch: Path, i: int, item: WorkItem) -> BackupFile | None:
+        d = self.details
+        local = scratch / f"{i}.sqlite"
+        stats = node.engine.export(
+            str(local), Span(item.part.start, item.part.end), item.start_ts, d.end_time,
+            window=Window.ARRIVAL if item.window == "arrival" else Window.MVCC,
+            all_revisions=d.revision_history, ts_cap=item.ts_cap)
+        try:
+            if stats.rows == 0:
+                return None
+            name = f"{DATA_DIR}/{i:06d}.tdf"
+            hasher = hashlib.sha256()
+            size = storage.write(_join(d.layer_dir, name), encoded_chunks(local, key, hasher))
+            return BackupFile(span=item.part, path=name, rows=stats.rows, size=size,
+                              sha256=hasher.hexdigest())
+        finally:
+            local.unlink(missing_ok=True)
+
+    def _write_checkpoint(self, storage: ExternalStorage, done: list, key: EncryptionKey | None
+                          ) -> None:
+        files = [f for _, f in done if f is not None]
+        storage.write(_join(self.details.layer_dir, manifest.CHECKPOINT),
+                      codec.encode(msgspec.msgpack.encode(files), key=key))
+
+    def _finish(self, ctx: JobContext, storage: ExternalStorage, key: EncryptionKey | None
+                ) -> None:
+        node, d = ctx.node, self.details
+        cp = ctx.checkpoint
+        if manifest.has_manifest(storage, d.layer_dir):
+            # Written before a crash: the backup exists; finish the bookkeeping only.
+            self._cleanup(node, storage, cp, keep_files=True)
+            return
+        layer, dbs, tables, _prev = self._layer_spans(node, storage, key)
+        files = [msgspec.convert(f, BackupFile) for _, f in sorted(cp["done"],
+                                                                    key=lambda e: e[0]) if f]
+        changes = []
+        revision_start = 0
+        if d.revision_history:
+            db_ids = {db.id for db in dbs}
+            changes = descriptor_changes(node.engine, d.start_time, d.end_time, db_ids,
+                                         {t.id for t in tables})
+            revision_start = d.start_time if d.backup_type == "incremental" else \
+                node.engine.gc_threshold()
+        m = Manifest(
+            cluster_version=str(node.version.active()),
+            backup_type=d.backup_type,  # type: ignore[arg-type]
+            start_time=d.start_time, end_time=d.end_time,
+            mvcc_filter="all" if d.revision_history else "latest",
+            revision_start=revision_start,
+            is_full_cluster=d.full_cluster,
+            target_databases=list(d.databases), target_tables=list(d.tables),
+            job_id=self.job_id,
+            spans=layer.spans, introduced_spans=layer.introduced, files=files,
+            descriptors=collect_descriptors(dbs, tables), descriptor_changes=changes,
+            encryption=d.encryption)
+        manifest.write_manifest(storage, d.layer_dir, m, key)
+        if d.backup_type == "full":
+            destination.write_latest(storage, d.full_subdir)
+        self._cleanup(node, storage, cp, keep_files=True)
+
+    def _cleanup(self, node: Node, storage: ExternalStorage, cp: dict[str, Any], *,
+                 keep_files: bool) -> None:
+        d = self.details
+        with contextlib.suppress(TidemarkError):
+            storage.delete(_join(d.layer_dir, manifest.CHECKPOINT))
+        if not keep_files and not manifest.has_manifest(storage, d.layer_dir):
+            prefix = d.layer_dir.strip("/") + "/"
+            for info in storage.list(prefix):
+                if "/" not in info.name[len(prefix):] or info.name[len(prefix):].startswith(
+                        DATA_DIR + "/"):
+                    with contextlib.suppress(TidemarkError):
+                        storage.delete(info.name)
+        destination.release_lock(storage, d.layer_dir, self.job_id)
+        if cp.get("protection"):
+            with contextlib.suppress(ProtectionError):
+                node.engine.release(cp["protection"])
+        node.engine.delete_secret(d.secret_ref)
+
+    # -- failure -------------------------------------------------------------------------
+
+    def on_fail_or_cancel(self, ctx: JobContext, error: TidemarkError | None) -> None:
+        node, d = ctx.node, self.details
+        secrets_raw = node.engine.get_secret(d.secret_ref)
+        if secrets_raw is None:
+            self._release_protection(node, ctx.checkpoint)
+            return
+        secrets = msgspec.msgpack.decode(secrets_raw, type=Secrets)
+        try:
+            storage = open_storage(secrets.uri, storage_context(node))
+        except TidemarkError:
+            self._release_protection(node, ctx.checkpoint)
+            node.engine.delete_secret(d.secret_ref)
+            return
+        try:
+            self._cleanup(node, storage, ctx.checkpoint, keep_files=False)
+        finally:
+            storage.close()
+
+    @staticmethod
+    def _release_protection(node: Node, cp: dict[str, Any]) -> None:
+        if cp.get("protection"):
+            with contextlib.suppress(ProtectionError):
+                node.engine.release(cp["protection"])
+
+
+def _join(dir: str, name: str) -> str:
+    d = dir.strip("/")
+    return f"{d}/{name}" if d else name
+
+
+register_resumer(BACKUP, BackupResumer)

@@ -1,0 +1,320 @@
+"""The RESTORE job: fetch each span's files, ingest them under new IDs, revalidate, publish.
+
+The statement (``sql.backup_stmt``) planned everything from the chain's manifests (which
+files restore which index span, to what time) and created the new databases and tables
+OFFLINE ("restoring") with new IDs, reserving their names. The job:
+
+1. (first run) fixes W, the one MVCC timestamp of every restored version;
+2. for each index span not yet done: downloads its files through the codec into a scratch
+   folder, checking each file's SHA-256 against the manifest (a swapped, truncated or
+   modified file fails here); when the span's data comes from several layers, or must be
+   read as of a time inside a revision-history layer, merges them so each key's newest
+   version by MVCC timestamp wins; ingests in C with the table prefix rewritten, as one
+   commit with its own arrival; checkpoints (pause point ``restore.after_first_chunk``);
+3. revalidates every index that was not PUBLIC (or whose table was OFFLINE) in some layer it
+   came from, against its table's primary index, and rebuilds it with MVCC writes when it
+   does not match — the job says which it rebuilt;
+4. brings the tables and new databases PUBLIC in one transaction.
+
+Replaying a span after a crash rewrites the same versions at W: a no-op. On failure or
+CANCEL JOB the new tables and databases are dropped and their data removed with MVCC
+tombstones; nothing half-restored ever becomes PUBLIC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import msgspec
+
+from tidemark.backup.job import encryption_key, load_secrets, scratch_dir, storage_context
+from tidemark.backup.manifest import BackupFile, EncryptionInfo
+from tidemark.backup.plan import SETTINGS_SPAN
+from tidemark.catalog import catalog
+from tidemark.catalog.descriptors import (
+    DatabaseDescriptor,
+    DescState,
+    TableDescriptor,
+)
+from tidemark.catalog.entries import entries_from_primary
+from tidemark.cloud import FileNotFound, codec, open_storage
+from tidemark.cloud.codec import CorruptFileError, EncryptionKey
+from tidemark.cloud.storage import ExternalStorage
+from tidemark.cluster.versions import VERSION_SETTING
+from tidemark.errors import TidemarkError
+from tidemark.jobs.record import JobRecord
+from tidemark.jobs.registry import JobContext, register_resumer
+from tidemark.kv.keys import decode_datums, index_prefix, prefix_end, table_prefix
+from tidemark.kv.txn import Txn
+from tidemark.storage.sqlite import merge_exports, read_export
+
+__all__ = ["PAUSE_AFTER_FIRST_CHUNK", "RESTORE", "RestoreDetails", "RestoreResumer",
+           "RestoreSpan", "RestoreTable"]
+
+RESTORE = "RESTORE"
+RESTORING = "restoring"
+PAUSE_AFTER_FIRST_CHUNK = "restore.after_first_chunk"
+_READ_SIZE = 1 << 20
+_VALIDATE_BATCH = 50_000
+
+
+class SourceFile(msgspec.Struct, frozen=True, array_like=True):
+    layer_dir: str
+    file: BackupFile
+
+
+class RestoreSpan(msgspec.Struct, frozen=True, kw_only=True):
+    table_id: int  # the new table
+    index_id: int
+    old_prefix: bytes
+    new_prefix: bytes
+    files: list[SourceFile]
+    merge: bool  # several layers, or a time inside a layer: newest version by timestamp
+    as_of: int | None = None
+
+
+class RestoreTable(msgspec.Struct, frozen=True, kw_only=True):
+    old_id: int
+    new_id: int
+    name: str
+    database: str
+    revalidate: list[int]  # index IDs that were not PUBLIC in some layer they came from
+
+
+class RestoreDetails(msgspec.Struct, kw_only=True):
+    collection: str  # redacted
+    secret_ref: str
+    subdir: str
+    target_time: int
+    tables: list[RestoreTable]
+    spans: list[RestoreSpan]
+    new_databases: list[int]
+    settings: list[SourceFile] = msgspec.field(default_factory=list)
+    encryption: EncryptionInfo | None = None
+
+
+class _HashingReader:
+    def __init__(self, src: BinaryIO, hasher: Any):
+        self.src, self.hasher = src, hasher
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.src.read(n)
+        self.hasher.update(data)
+        return data
+
+
+def fetch(storage: ExternalStorage, source: SourceFile, key: EncryptionKey | None,
+          out: Path) -> None:
+    """Download and decode one data file to ``out``, verifying its manifest checksum."""
+    name = f"{source.layer_dir.strip('/')}/{source.file.path}"
+    shown = f"{storage.uri.rstrip('/')}/{name}"
+    hasher = hashlib.sha256()
+    try:
+        src = storage.open(name)
+    except FileNotFound:
+        raise CorruptFileError(
+            f"{shown}: backup data file is missing", hint="the backup is damaged: restore "
+            "from another backup, or check the collection with SHOW BACKUP ... WITH "
+            "check_files") from None
+    try:
+        reader = _HashingReader(src, hasher)
+        with open(out, "wb") as f:
+            codec.decode_stream(reader, f, key=key, name=shown)  # type: ignore[arg-type]
+        while reader.read(_READ_SIZE):  # hash any trailing bytes too
+            pass
+    finally:
+        src.close()
+    if hasher.hexdigest() != source.file.sha256:
+        raise CorruptFileError(
+            f"{shown}: backup data file does not match its checksum in the manifest (it was "
+            "modified, or swapped with another backup's file)",
+            hint="the backup is damaged: restore from another backup")
+
+
+class RestoreResumer:
+    def __init__(self, record: JobRecord):
+        self.job_id = record.id
+        self.details = msgspec.convert(record.details, RestoreDetails)
+
+    def resume(self, ctx: JobContext) -> None:
+        node, d = ctx.node, self.details
+        secrets = load_secrets(node, d.secret_ref)
+        key = encryption_key(d.encryption, secrets.passphrase)
+        cp = dict(ctx.checkpoint)
+        if "ts" not in cp:
+            cp = {"ts": node.db.now(), "done": [], "rows": 0, "index_entries": 0, "bytes": 0,
+                  "rebuilt": []}
+            ctx.progress(0.0, checkpoint=cp, running_status="restoring data")
+        storage = open_storage(secrets.uri, storage_context(node))
+        scratch = scratch_dir(node)
+        try:
+            done = set(cp["done"])
+            first = True
+            for i, span in enumerate(d.spans):
+                if i in done:
+                    continue
+                self._restore_span(node, storage, key, scratch, span, cp["ts"])
+                cp["done"] = [*cp["done"], i]
+                rows = sum(f.file.rows for f in span.files)
+                cp["rows" if span.index_id == 1 else "index_entries"] += rows
+                cp["bytes"] += sum(f.file.size for f in span.files)
+                ctx.progress(len(cp["done"]) / max(1, len(d.spans)) * 0.95, checkpoint=cp)
+                if first:
+                    first = False
+                    ctx.pause_point(PAUSE_AFTER_FIRST_CHUNK)
+            if d.settings and not cp.get("settings_done"):
+                self._restore_settings(node, storage, key, scratch)
+                cp["settings_done"] = True
+                ctx.progress(checkpoint=cp)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+            storage.close()
+        if not cp.get("validated"):
+            ctx.progress(running_status="validating indexes")
+            cp["rebuilt"] = self._revalidate(node)
+            cp["validated"] = True
+            ctx.progress(checkpoint=cp)
+        node.db.run(self._publish)
+        node.engine.delete_secret(d.secret_ref)
+
+    def _restore_span(self, node: Any, storage: ExternalStorage, key: EncryptionKey | None,
+                      scratch: Path, span: RestoreSpan, ts: int) -> None:
+        if not span.files:
+            return
+        local = []
+        try:
+            for n, source in enumerate(span.files):
+                out = scratch / f"f{n}.sqlite"
+                fetch(storage, source, key, out)
+                local.append(out)
+            rewrites = [(span.old_prefix, span.new_prefix)]
+            if not span.merge:
+                for path in local:
+                    node.engine.import_file(str(path), rewrites=rewrites, ts=ts)
+                return
+            merged = scratch / "merged.sqlite"
+            try:
+                merge_exports([str(p) for p in local], str(merged))
+                node.engine.import_file(str(merged), rewrites=rewrites, ts=ts,
+                                        as_of=span.as_of)
+            finally:
+                merged.unlink(missing_ok=True)
+        finally:
+            for p in local:
+                p.unlink(missing_ok=True)
+
+    def _restore_settings(self, node: Any, storage: ExternalStorage,
+                          key: EncryptionKey | None, scratch: Path) -> None:
+        """A full-cluster restore brings the cluster settings back (but never the version)."""
+        rows: dict[bytes, bytes | None] = {}
+        for n, source in enumerate(self.details.settings):
+            out = scratch / f"s{n}.sqlite"
+            fetch(storage, source, key, out)
+            try:
+                for k, _ts, v in read_export(str(out)):  # by key and time: newest wins
+                    rows[k] = v
+            finally:
+                out.unlink(missing_ok=True)
+        prefix = SETTINGS_SPAN[0]
+
+        def write(txn: Txn) -> None:
+            for k, v in rows.items():
+                name = decode_datums(k, len(prefix))[0]
+                if name == VERSION_SETTING.name or v is None:
+                    continue
+                txn.put(k, v)
+        node.db.run(write)
+
+    def _revalidate(self, node: Any) -> list[str]:
+        """Check each flagged index against its table; rebuild it with MVCC writes if it
+        does not match. Returns ``table.index`` names rebuilt."""
+        rebuilt = []
+        for t in self.details.tables:
+            if not t.revalidate:
+                continue
+            table = node.db.run(lambda txn, t=t: catalog.get_descriptor(txn, t.new_id))
+            assert isinstance(table, TableDescriptor)
+            for index in table.indexes:
+                if index.id in t.revalidate and self._rebuild_if_wrong(node, table, index):
+                    rebuilt.append(f"{t.database}.{t.name}@{index.name}")
+        return rebuilt
+
+    @staticmethod
+    def _rebuild_if_wrong(node: Any, table: TableDescriptor, index: Any) -> bool:
+        engine = node.engine
+        ts = engine.frontier()
+        primary = index_prefix(table.id, table.primary_index.id)
+        derive = entries_from_primary(table, index)
+        expected: dict[bytes, bytes] = {}
+        start = primary
+        while True:
+            batch = engine.scan(start, prefix_end(primary), ts, limit=_VALIDATE_BATCH)
+            if not batch:
+                break
+            expected.update(derive(batch))
+            start = batch[-1][0] + b"\x00"
+        ip = index_prefix(table.id, index.id)
+        actual = dict(engine.scan(ip, prefix_end(ip), ts))
+        if actual == expected:
+            return False
+        fixes: list[tuple[bytes, bytes | None]] = [
+            (k, v) for k, v in expected.items() if actual.get(k) != v]
+        fixes += [(k, None) for k in actual if k not in expected]
+        fixes.sort(key=lambda kv: kv[0])
+        engine.ingest(fixes)
+        return True
+
+    def _publish(self, txn: Txn) -> None:
+        for t in self.details.tables:
+            desc = catalog.get_descriptor(txn, t.new_id)
+            if isinstance(desc, TableDescriptor) and desc.state is DescState.OFFLINE and \
+                    desc.offline_reason == RESTORING:
+                catalog.write_descriptor(txn, msgspec.structs.replace(
+                    desc, state=DescState.PUBLIC, offline_reason=""))
+        for db_id in self.details.new_databases:
+            desc = catalog.get_descriptor(txn, db_id)
+            if isinstance(desc, DatabaseDescriptor) and desc.state is DescState.OFFLINE:
+                catalog.write_descriptor(txn, msgspec.structs.replace(
+                    desc, state=DescState.PUBLIC))
+
+    # -- failure -------------------------------------------------------------------------
+
+    def on_fail_or_cancel(self, ctx: JobContext, error: TidemarkError | None) -> None:
+        node, d = ctx.node, self.details
+
+        def drop(txn: Txn) -> None:
+            for t in d.tables:
+                desc = catalog.get_descriptor(txn, t.new_id)
+                if isinstance(desc, TableDescriptor) and desc.state is DescState.OFFLINE:
+                    catalog.write_descriptor(txn, msgspec.structs.replace(
+                        desc, state=DescState.DROP))
+                    if catalog.lookup_id(txn, desc.parent_id, desc.name) == desc.id:
+                        catalog.set_name(txn, desc.parent_id, desc.name, None)
+            for db_id in d.new_databases:
+                desc = catalog.get_descriptor(txn, db_id)
+                if isinstance(desc, DatabaseDescriptor) and desc.state is DescState.OFFLINE:
+                    catalog.write_descriptor(txn, msgspec.structs.replace(
+                        desc, state=DescState.DROP))
+                    if catalog.lookup_id(txn, 0, desc.name) == desc.id:
+                        catalog.set_name(txn, 0, desc.name, None)
+
+        node.db.run(drop)
+        for t in d.tables:
+            p = table_prefix(t.new_id)
+            node.engine.delete_range(p, prefix_end(p))
+        node.engine.delete_secret(d.secret_ref)
+
+
+def restored_descriptor(old: TableDescriptor, new_id: int, parent_id: int
+                        ) -> TableDescriptor:
+    """The descriptor a restore creates: new IDs, OFFLINE, only the PUBLIC indexes."""
+    return msgspec.structs.replace(
+        old, id=new_id, parent_id=parent_id, state=DescState.OFFLINE,
+        offline_reason=RESTORING, import_ts=0, version=1,
+        indexes=tuple(i for i in old.indexes if i in old.public_indexes()))
+
+
+register_resumer(RESTORE, RestoreResumer)
