@@ -7,8 +7,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tidemark.catalog import fingerprint as fpr
 from tidemark.kv.keys import index_prefix
-from tidemark.sql import fingerprint as fpr
 
 entries_st = st.dictionaries(st.binary(max_size=6), st.binary(max_size=6), max_size=30)
 

@@ -44,6 +44,8 @@ from tidemark.backup.plan import (
     plan_work,
     resolve_targets,
 )
+from tidemark.catalog import fingerprint
+from tidemark.catalog.descriptors import TableDescriptor
 from tidemark.cloud import StorageContext, codec, open_storage
 from tidemark.cloud.codec import EncryptionKey, KDFParams
 from tidemark.cloud.storage import ExternalStorage
@@ -54,7 +56,7 @@ from tidemark.jobs.registry import JobContext, register_resumer
 from tidemark.kv.keys import decode_index_prefix, prefix_end, table_prefix
 from tidemark.kv.system import DESCRIPTOR_TABLE_ID, NAMESPACE_TABLE_ID
 from tidemark.storage.engine import Span, Window
-from tidemark.storage.sqlite import EXTERNAL_DIR
+from tidemark.storage.sqlite import EXTERNAL_DIR, export_entries, export_keys
 
 __all__ = ["BACKUP", "PAUSE_AFTER_FIRST_CHUNK", "BackupDetails", "BackupResumer",
            "Secrets", "load_secrets", "scratch_dir", "storage_context"]
@@ -160,6 +162,7 @@ class BackupResumer:
         self.job_id = record.id
         self.details = msgspec.convert(record.details, BackupDetails)
         self.owner = f"job {record.id}"
+        self.checkpoint_work = b""  # the planned WorkItems, msgpack (set by _finish)
 
     # -- running -------------------------------------------------------------------------
 
@@ -224,15 +227,15 @@ class BackupResumer:
         cp = dict(ctx.checkpoint)
         work = msgspec.msgpack.decode(cp["work"], type=list[WorkItem])
         done: list[list[Any]] = list(cp["done"])  # [work index, BackupFile as builtins|None]
-        finished = {i for i, _ in done}
+        finished = {e[0] for e in done}
         scratch = scratch_dir(node)
         first = True
         try:
             for i, item in enumerate(work):
                 if i in finished:
                     continue
-                entry = self._export_one(node, storage, key, scratch, i, item)
-                done.append([i, None if entry is None else msgspec.to_builtins(entry)])
+                entry, fp = self._export_one(node, storage, key, scratch, i, item)
+                done.append([i, None if entry is None else msgspec.to_builtins(entry), fp])
                 if entry is not None:
                     index_id = decode_index_prefix(item.span.start)[1]
                     cp["rows" if index_id == 1 else "index_entries"] += entry.rows
@@ -247,7 +250,9 @@ class BackupResumer:
             shutil.rmtree(scratch, ignore_errors=True)
 
     def _export_one(self, node: Node, storage: ExternalStorage, key: EncryptionKey | None,
-                    scratch: Path, i: int, item: WorkItem) -> BackupFile | None:
+                    scratch: Path, i: int, item: WorkItem) -> tuple[BackupFile | None, int]:
+        """Export, encode and store one part; returns its file entry (None when it holds
+        nothing) and its contribution to its index's fingerprint (``_fingerprints``)."""
         d = self.details
         local = scratch / f"{i}.sqlite"
         stats = node.engine.export(
@@ -256,18 +261,41 @@ class BackupResumer:
             all_revisions=d.revision_history, ts_cap=item.ts_cap)
         try:
             if stats.rows == 0:
-                return None
+                return None, 0
+            fp = self._fingerprint_part(node, item, local)
             name = f"{DATA_DIR}/{i:06d}.tdf"
             hasher = hashlib.sha256()
             size = storage.write(_join(d.layer_dir, name), encoded_chunks(local, key, hasher))
             return BackupFile(span=item.part, path=name, rows=stats.rows, size=size,
-                              sha256=hasher.hexdigest())
+                              sha256=hasher.hexdigest()), fp
         finally:
             local.unlink(missing_ok=True)
 
+    def _fingerprint_part(self, node: Node, item: WorkItem, local: Path) -> int:
+        """What this part adds to its index's fingerprint as of the layer's read time.
+
+        Fingerprints are sums over entries, so parts add up. A part exported from time zero
+        contributes its live entries; an arrival-window part the change of each key it holds
+        between the previous layer's time and this one's, read from the store (cost
+        proportional to the change, not to the index).
+        """
+        d = self.details
+        plen = len(item.span.start)
+        read_at = d.end_time if item.ts_cap is None else min(d.end_time, item.ts_cap)
+        if item.start_ts == 0:
+            return fingerprint.fingerprint(export_entries(str(local), read_at), plen)
+        if item.window != "arrival":
+            return 0  # the unsafe mode: fingerprinted from the store at the end
+        keys = export_keys(str(local))
+        before = node.engine.get_many_checked(keys, item.start_ts)
+        after = node.engine.get_many_checked(keys, read_at)
+        return fingerprint.update(
+            0, plen, [(k, v) for k, v in before.items() if v is not None],
+            [(k, v) for k, v in after.items() if v is not None])
+
     def _write_checkpoint(self, storage: ExternalStorage, done: list, key: EncryptionKey | None
                           ) -> None:
-        files = [f for _, f in done if f is not None]
+        files = [e[1] for e in done if e[1] is not None]
         storage.write(_join(self.details.layer_dir, manifest.CHECKPOINT),
                       codec.encode(msgspec.msgpack.encode(files), key=key))
 
@@ -275,13 +303,14 @@ class BackupResumer:
                 ) -> None:
         node, d = ctx.node, self.details
         cp = ctx.checkpoint
+        self.checkpoint_work = cp["work"]
         if manifest.has_manifest(storage, d.layer_dir):
             # Written before a crash: the backup exists; finish the bookkeeping only.
             self._cleanup(node, storage, cp, keep_files=True)
             return
         layer, dbs, tables, _prev = self._layer_spans(node, storage, key)
-        files = [msgspec.convert(f, BackupFile) for _, f in sorted(cp["done"],
-                                                                    key=lambda e: e[0]) if f]
+        done = sorted(cp["done"], key=lambda e: e[0])
+        files = [msgspec.convert(e[1], BackupFile) for e in done if e[1]]
         changes = []
         revision_start = 0
         if d.revision_history:
@@ -301,11 +330,41 @@ class BackupResumer:
             job_id=self.job_id,
             spans=layer.spans, introduced_spans=layer.introduced, files=files,
             descriptors=collect_descriptors(dbs, tables), descriptor_changes=changes,
-            encryption=d.encryption)
+            encryption=d.encryption,
+            fingerprints=self._fingerprints(node, layer, tables, done, _prev))
         manifest.write_manifest(storage, d.layer_dir, m, key)
         if d.backup_type == "full":
             destination.write_latest(storage, d.full_subdir)
         self._cleanup(node, storage, cp, keep_files=True)
+
+    def _fingerprints(self, node: Node, layer: LayerSpans, tables: list[TableDescriptor],
+                      done: list[list[Any]], prev: Manifest | None) -> dict[int, dict[int, int]]:
+        """Every exported index's fingerprint as of the layer's read time (see
+        ``_fingerprint_part``): the parts' sums, plus the previous layer's value for spans
+        exported by arrival window."""
+        work = msgspec.msgpack.decode(self.checkpoint_work, type=list[WorkItem])
+        sums: dict[bytes, int] = {}
+        for e in done:
+            span = work[e[0]].span
+            sums[span.start] = sums.get(span.start, 0) + e[2]
+        caps = {t.id: t for t in tables}
+        out: dict[int, dict[int, int]] = {}
+        for span, window, start, cap in layer.exports:
+            table_id, index_id, _ = decode_index_prefix(span.start)
+            if table_id not in caps:
+                continue  # the settings span
+            value = sums.get(span.start, 0)
+            old = None if prev is None else prev.fingerprints.get(table_id, {}).get(index_id)
+            if (window == "mvcc" and start > 0) or (window == "arrival" and old is None):
+                # Unsafe mode, or no earlier value: read the index at the layer's time.
+                read_at = self.details.end_time if cap is None else min(cap,
+                                                                       self.details.end_time)
+                value = fingerprint.fingerprint(
+                    node.engine.scan(span.start, span.end, read_at), len(span.start))
+            elif window == "arrival":
+                value += old  # type: ignore[operator]
+            out.setdefault(table_id, {})[index_id] = value & fingerprint.MASK
+        return out
 
     def _cleanup(self, node: Node, storage: ExternalStorage, cp: dict[str, Any], *,
                  keep_files: bool) -> None:

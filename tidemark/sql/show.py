@@ -9,6 +9,7 @@ from tidemark.catalog.descriptors import (
     IndexState,
     TableDescriptor,
 )
+from tidemark.catalog.fingerprint import fingerprint
 from tidemark.catalog.types import STRING
 from tidemark.clock import ts_to_datetime
 from tidemark.cluster.node import Node
@@ -16,7 +17,6 @@ from tidemark.cluster.settings import Kind, lookup
 from tidemark.jobs.record import JobRecord
 from tidemark.kv.keys import index_prefix, prefix_end
 from tidemark.kv.txn import Txn
-from tidemark.sql.fingerprint import fingerprint
 from tidemark.sql.format import quote_ident
 from tidemark.sql.result import Result
 

@@ -876,3 +876,32 @@ def read_export(path: str) -> list[tuple[bytes, int, bytes | None]]:
             "SELECT key, ts, value FROM versions ORDER BY key, ts")]
     finally:
         conn.close()
+
+
+def export_entries(path: str, as_of: int | None = None) -> Iterator[tuple[bytes, bytes]]:
+    """The live entries (key, value) an export file holds as of ``as_of`` (default: its end),
+    in key order; for fingerprints of what a backup file restores to."""
+    conn = apsw.Connection(f"file:{path}?mode=ro", flags=apsw.SQLITE_OPEN_READONLY
+                           | apsw.SQLITE_OPEN_URI)
+    try:
+        revisions = conn.execute("SELECT value FROM export_info WHERE name = 'all_revisions'"
+                                 ).fetchall()
+        if revisions and revisions[0][0]:
+            cond = "" if as_of is None else f" WHERE ts <= {int(as_of)}"
+            sql = ("SELECT key, value FROM (SELECT key, max(ts), value FROM versions"
+                   f"{cond} GROUP BY key) WHERE value IS NOT NULL")
+        else:
+            sql = "SELECT key, value FROM versions WHERE value IS NOT NULL ORDER BY key"
+        yield from conn.execute(sql)
+    finally:
+        conn.close()
+
+
+def export_keys(path: str) -> list[bytes]:
+    """Every distinct key in an export file, in order."""
+    conn = apsw.Connection(f"file:{path}?mode=ro", flags=apsw.SQLITE_OPEN_READONLY
+                           | apsw.SQLITE_OPEN_URI)
+    try:
+        return [k for (k,) in conn.execute("SELECT DISTINCT key FROM versions ORDER BY key")]
+    finally:
+        conn.close()
