@@ -32,6 +32,7 @@ import msgspec
 
 from tidemark.backup import destination, manifest
 from tidemark.backup.manifest import BackupFile, EncryptionInfo, Manifest
+from tidemark.backup.manifest import Span as MSpan
 from tidemark.backup.plan import (
     FILE_VERSIONS,
     SETTINGS_SPAN,
@@ -84,6 +85,8 @@ class BackupDetails(msgspec.Struct, kw_only=True):
     prev_layer: str | None = None
     encryption: EncryptionInfo | None = None
     unsafe: bool = False
+    # Spans to export from time zero whatever the previous layer held (the doctor's repair).
+    reintroduce: list[MSpan] = msgspec.field(default_factory=list)
 
 
 class Secrets(msgspec.Struct):
@@ -195,7 +198,8 @@ class BackupResumer:
         dbs, tables = self._read_targets(node)
         prev = None if d.prev_layer is None else \
             manifest.read_manifest(storage, d.prev_layer, key)
-        layer = plan_spans(tables, prev, full_cluster=d.full_cluster, unsafe=d.unsafe)
+        layer = plan_spans(tables, prev, full_cluster=d.full_cluster, unsafe=d.unsafe,
+                           reintroduce=frozenset(d.reintroduce))
         return layer, dbs, tables, prev
 
     def _start(self, ctx: JobContext, storage: ExternalStorage, key: EncryptionKey | None

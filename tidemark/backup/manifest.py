@@ -73,7 +73,8 @@ BackupType = Literal["full", "incremental"]
 #   "new"              the span was not in the previous backup
 #   "offline"          its table was OFFLINE (importing/restoring) in the previous backup
 #   "non_public_index" its index was not PUBLIC in the previous backup
-IntroducedReason = Literal["new", "offline", "non_public_index"]
+#   "repair"           `tidemark backup doctor --repair` asked for it (the chain was invalid)
+IntroducedReason = Literal["new", "offline", "non_public_index", "repair"]
 
 
 # -- errors --------------------------------------------------------------------------------

@@ -216,8 +216,13 @@ class LayerSpans:
 
 
 def plan_spans(tables: list[TableDescriptor], prev: Manifest | None, *,
-               full_cluster: bool, unsafe: bool) -> LayerSpans:
-    """The layer's spans, introduced spans and per-span export rule."""
+               full_cluster: bool, unsafe: bool, reintroduce: frozenset[MSpan] = frozenset()
+               ) -> LayerSpans:
+    """The layer's spans, introduced spans and per-span export rule.
+
+    ``reintroduce`` (from the doctor's repair) forces those spans to be exported from time
+    zero, whatever the previous layer held.
+    """
     prev_spans = set(prev.spans) if prev is not None else set()
     prev_tables: dict[int, TableDescriptor] = {}
     if prev is not None:
@@ -264,6 +269,8 @@ def plan_spans(tables: list[TableDescriptor], prev: Manifest | None, *,
                 old_index = next((i for i in old.indexes if i.id == index.id), None)
                 reason = "new" if old_index is None or old_index.state is IndexState.PUBLIC \
                     else "non_public_index"
+            if reason is None and span in reintroduce:
+                reason = "repair"
             add(span, _cap(table), reason)
     if full_cluster:
         span = MSpan(*SETTINGS_SPAN)

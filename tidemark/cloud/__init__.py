@@ -2,15 +2,24 @@
 
 ``open_storage(uri, ctx)`` gives an ``ExternalStorage`` rooted at ``uri``; ``open_file(uri,
 ctx)`` the storage of a file's folder and the file's name. Schemes: ``file://``,
-``nodelocal://self/`` (the store's ``external/`` folder) and ``memory://`` (tests); ``s3://``
-comes as one more backend module. This package imports nothing of tidemark but its errors.
+``nodelocal://self/`` (the store's ``external/`` folder), ``memory://`` (tests) and ``s3://``
+(Amazon S3 or an S3-compatible server, ``tidemark.cloud.s3``). This package imports nothing of
+tidemark but its errors.
 """
 
 from __future__ import annotations
 
 from tidemark.cloud import local as _local  # registers file:// and nodelocal://
 from tidemark.cloud import memory as _memory  # registers memory://
-from tidemark.cloud.errors import CloudError, FileNotFound, InvalidURIError
+from tidemark.cloud import s3 as _s3  # registers s3:// (s3fs itself is imported on first use)
+from tidemark.cloud.errors import (
+    AccessDeniedError,
+    BucketNotFoundError,
+    CloudError,
+    EndpointUnreachableError,
+    FileNotFound,
+    InvalidURIError,
+)
 from tidemark.cloud.storage import ExternalStorage, FileInfo
 from tidemark.cloud.uri import (
     ParsedURI,
@@ -24,7 +33,10 @@ from tidemark.cloud.uri import (
 )
 
 __all__ = [
+    "AccessDeniedError",
+    "BucketNotFoundError",
     "CloudError",
+    "EndpointUnreachableError",
     "ExternalStorage",
     "FileInfo",
     "FileNotFound",
@@ -39,4 +51,4 @@ __all__ = [
     "supported_schemes",
 ]
 
-del _local, _memory
+del _local, _memory, _s3

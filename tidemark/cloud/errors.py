@@ -1,13 +1,20 @@
-"""Errors of external storage: one for a missing file, one for everything else.
+"""Errors of external storage: a missing file, the object store's own failures, the rest.
 
 ::
 
     TidemarkError (tidemark.errors)
-     └── CloudError                 external storage failed: the message names the step and
-          │                         the (redacted) URI
-          ├── FileNotFound          the file (or the storage's root) does not exist
-          └── InvalidURIError       the URI cannot name external storage (bad scheme, bad
-                                    host, a path escaping its root, an unknown parameter)
+     └── CloudError                     external storage failed: the message names the step
+          │                             and the (redacted) URI
+          ├── FileNotFound              the file (or the storage's root) does not exist
+          ├── InvalidURIError           the URI cannot name external storage (bad scheme, bad
+          │                             host, a path escaping its root, an unknown parameter,
+          │                             missing credentials)
+          ├── EndpointUnreachableError  the object store's endpoint cannot be reached
+          ├── AccessDeniedError         the object store refused the credentials or the access
+          └── BucketNotFoundError       the bucket does not exist
+
+``BucketNotFoundError`` is deliberately not a ``FileNotFound``: callers read "file not found"
+as "nothing there yet" (a first backup), which a mistyped bucket must never become.
 
 Backends translate their library's exceptions into these at the boundary
 (``tidemark.cloud.filesystem``), so callers only ever catch ``FileNotFound``/``CloudError``.
@@ -18,7 +25,14 @@ from __future__ import annotations
 
 from tidemark.errors import TidemarkError
 
-__all__ = ["CloudError", "FileNotFound", "InvalidURIError"]
+__all__ = [
+    "AccessDeniedError",
+    "BucketNotFoundError",
+    "CloudError",
+    "EndpointUnreachableError",
+    "FileNotFound",
+    "InvalidURIError",
+]
 
 
 class CloudError(TidemarkError):
@@ -41,3 +55,17 @@ class InvalidURIError(CloudError):
     """The URI does not name external storage this binary can use."""
 
     code = "22023"  # invalid_parameter_value
+
+
+class EndpointUnreachableError(CloudError):
+    """No connection to the object store's endpoint (refused, unknown host, timed out)."""
+
+
+class AccessDeniedError(CloudError):
+    """The object store refused the request: unknown key, wrong secret, or no permission."""
+
+    code = "42501"  # insufficient_privilege
+
+
+class BucketNotFoundError(CloudError):
+    """The bucket named by the URI does not exist at the endpoint."""

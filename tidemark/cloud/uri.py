@@ -1,7 +1,7 @@
 """External storage URIs: parsing, redaction of credentials, and the scheme → backend registry.
 
-A URI names a root (``nodelocal://self/imports``, ``file:///data``, ``memory://bucket/dir``;
-later ``s3://bucket/dir?AWS_ACCESS_KEY_ID=..&AWS_SECRET_ACCESS_KEY=..``). Each backend module
+A URI names a root (``nodelocal://self/imports``, ``file:///data``, ``memory://bucket/dir``,
+``s3://bucket/dir?AWS_ACCESS_KEY_ID=..&AWS_SECRET_ACCESS_KEY=..``). Each backend module
 registers a factory for its scheme at import time (``register_scheme``), as litestream's
 ``replica_url.go`` does; ``open_storage`` picks the factory by scheme.
 

@@ -147,7 +147,12 @@ def _targets(session: Session, stmt: ast.Backup) -> Targets:
     return Targets(databases=list(stmt.databases), tables=tables)
 
 
-def run_backup(session: Session, stmt: ast.Backup, params: Sequence[Any]) -> Result:
+def run_backup(session: Session, stmt: ast.Backup, params: Sequence[Any],
+               reintroduce: Sequence[MSpan] = ()) -> Result:
+    """BACKUP; ``reintroduce`` (the doctor's repair) names spans an incremental must export
+    from time zero."""
+    if reintroduce and not (stmt.latest or stmt.subdir is not None):
+        raise SQLError("only an incremental backup re-introduces spans", code="22023")
     uri = _string(_const(stmt.collection, params), "the backup collection URI")
     opts = _options(stmt.options, _BACKUP_OPTIONS, "BACKUP", params)
     passphrase = opts.get("encryption_passphrase")
@@ -183,7 +188,8 @@ def run_backup(session: Session, stmt: ast.Backup, params: Sequence[Any]) -> Res
         collection=redact_uri(uri), secret_ref=ref, end_time=end,
         revision_history=bool(opts.get("revision_history")),
         full_cluster=targets.full_cluster, databases=targets.databases, tables=targets.tables,
-        unsafe=bool(session.node.settings.get(UNSAFE_SETTING.name)), **details)
+        unsafe=bool(session.node.settings.get(UNSAFE_SETTING.name)),
+        reintroduce=list(reintroduce), **details)
 
     def create(txn: Txn) -> int:
         return session.registry.create(txn, BACKUP, _description(stmt, uri, opts),
