@@ -20,7 +20,8 @@ def open_memory(parsed: ParsedURI, ctx: StorageContext) -> FilesystemStorage:
     if any(seg in (".", "..") for seg in parsed.path.split("/")):
         raise InvalidURIError(f"{parsed.redacted}: '.' and '..' are not allowed in the path")
     root = "/" + "/".join(p for p in (parsed.host, parsed.path.strip("/")) if p)
-    return FilesystemStorage(fsspec.filesystem("memory"), root, parsed, atomic_rename=False)
+    # Written under a temporary name and moved: a failed write must not leave a partial file.
+    return FilesystemStorage(fsspec.filesystem("memory"), root, parsed, atomic_rename=True)
 
 
 register_scheme("memory", open_memory)
