@@ -46,7 +46,7 @@ from tidemark.backup.plan import (
     resolve_targets,
 )
 from tidemark.catalog import fingerprint
-from tidemark.catalog.descriptors import TableDescriptor
+from tidemark.catalog.descriptors import TableDescriptor, decode_descriptor
 from tidemark.cloud import StorageContext, codec, open_storage
 from tidemark.cloud.codec import EncryptionKey, KDFParams
 from tidemark.cloud.storage import ExternalStorage
@@ -55,7 +55,7 @@ from tidemark.errors import ProtectionError, SQLError, TidemarkError
 from tidemark.jobs.record import JobRecord
 from tidemark.jobs.registry import JobContext, register_resumer
 from tidemark.kv.keys import decode_index_prefix, prefix_end, table_prefix
-from tidemark.kv.system import DESCRIPTOR_TABLE_ID, NAMESPACE_TABLE_ID
+from tidemark.kv.system import DESCRIPTOR_TABLE_ID, FIRST_USER_ID, NAMESPACE_TABLE_ID
 from tidemark.storage.engine import Span, Window
 from tidemark.storage.sqlite import EXTERNAL_DIR, export_entries, export_keys
 
@@ -198,8 +198,22 @@ class BackupResumer:
         dbs, tables = self._read_targets(node)
         prev = None if d.prev_layer is None else \
             manifest.read_manifest(storage, d.prev_layer, key)
+        history: list[TableDescriptor] = []
+        if d.revision_history:
+            # What was PUBLIC at the window's start (the previous layer's end) or became so
+            # in it: a restore to a time before a DROP in this window needs those spans.
+            if prev is not None:
+                history += [desc for e in prev.descriptors
+                            if isinstance(desc := decode_descriptor(e.descriptor),
+                                          TableDescriptor)]
+            for change in descriptor_changes(node.engine, d.start_time, d.end_time,
+                                             {db.id for db in dbs}, {t.id for t in tables}):
+                desc = None if change.descriptor is None else \
+                    decode_descriptor(change.descriptor)
+                if isinstance(desc, TableDescriptor):
+                    history.append(desc)
         layer = plan_spans(tables, prev, full_cluster=d.full_cluster, unsafe=d.unsafe,
-                           reintroduce=frozenset(d.reintroduce))
+                           reintroduce=frozenset(d.reintroduce), history=history)
         return layer, dbs, tables, prev
 
     def _start(self, ctx: JobContext, storage: ExternalStorage, key: EncryptionKey | None
@@ -207,7 +221,12 @@ class BackupResumer:
         node, d = ctx.node, self.details
         ctx.progress(0.0, running_status="planning")
         # Protect first: planning reads history at the end time (and the start time).
-        protect_at = d.start_time if d.backup_type == "incremental" else d.end_time
+        if d.backup_type == "incremental":
+            protect_at = d.start_time
+        elif d.revision_history:  # every revision still there: keep it until exported
+            protect_at = max(node.engine.gc_threshold(), 1)
+        else:
+            protect_at = d.end_time
         _dbs, tables = self._read_targets(node)
         try:
             record = node.engine.protect(protect_at, protected_spans([t.id for t in tables]),
@@ -222,6 +241,7 @@ class BackupResumer:
         layer, _dbs, tables, _prev = self._layer_spans(node, storage, key)
         work = plan_work(node.engine, layer, int(node.settings.get(FILE_VERSIONS.name)))
         cp = {"work": msgspec.msgpack.encode(work), "done": [], "protection": record.id,
+              "revision_start": d.start_time or protect_at,
               "rows": 0, "index_entries": 0, "bytes": 0}
         ctx.progress(0.0, checkpoint=cp, running_status="exporting")
 
@@ -241,8 +261,9 @@ class BackupResumer:
                 entry, fp = self._export_one(node, storage, key, scratch, i, item)
                 done.append([i, None if entry is None else msgspec.to_builtins(entry), fp])
                 if entry is not None:
-                    index_id = decode_index_prefix(item.span.start)[1]
-                    cp["rows" if index_id == 1 else "index_entries"] += entry.rows
+                    table_id, index_id, _ = decode_index_prefix(item.span.start)
+                    if table_id >= FIRST_USER_ID:  # not the cluster settings
+                        cp["rows" if index_id == 1 else "index_entries"] += entry.rows
                     cp["bytes"] += entry.size
                 cp["done"] = done
                 self._write_checkpoint(storage, done, key)
@@ -310,6 +331,7 @@ class BackupResumer:
         self.checkpoint_work = cp["work"]
         if manifest.has_manifest(storage, d.layer_dir):
             # Written before a crash: the backup exists; finish the bookkeeping only.
+            self._move_latest(storage)
             self._cleanup(node, storage, cp, keep_files=True)
             return
         layer, dbs, tables, _prev = self._layer_spans(node, storage, key)
@@ -321,8 +343,7 @@ class BackupResumer:
             db_ids = {db.id for db in dbs}
             changes = descriptor_changes(node.engine, d.start_time, d.end_time, db_ids,
                                          {t.id for t in tables})
-            revision_start = d.start_time if d.backup_type == "incremental" else \
-                node.engine.gc_threshold()
+            revision_start = cp["revision_start"]
         m = Manifest(
             cluster_version=str(node.version.active()),
             backup_type=d.backup_type,  # type: ignore[arg-type]
@@ -337,8 +358,7 @@ class BackupResumer:
             encryption=d.encryption,
             fingerprints=self._fingerprints(node, layer, tables, done, _prev))
         manifest.write_manifest(storage, d.layer_dir, m, key)
-        if d.backup_type == "full":
-            destination.write_latest(storage, d.full_subdir)
+        self._move_latest(storage)
         self._cleanup(node, storage, cp, keep_files=True)
 
     def _fingerprints(self, node: Node, layer: LayerSpans, tables: list[TableDescriptor],
@@ -355,8 +375,9 @@ class BackupResumer:
         out: dict[int, dict[int, int]] = {}
         for span, window, start, cap in layer.exports:
             table_id, index_id, _ = decode_index_prefix(span.start)
-            if table_id not in caps:
-                continue  # the settings span
+            if table_id not in caps or index_id not in {
+                    i.id for i in caps[table_id].public_indexes()}:
+                continue  # the settings span, or an index dropped in the window
             value = sums.get(span.start, 0)
             old = None if prev is None else prev.fingerprints.get(table_id, {}).get(index_id)
             if (window == "mvcc" and start > 0) or (window == "arrival" and old is None):
@@ -370,19 +391,41 @@ class BackupResumer:
             out.setdefault(table_id, {})[index_id] = value & fingerprint.MASK
         return out
 
+    def _move_latest(self, storage: ExternalStorage) -> None:
+        """Point LATEST at this full backup, unless it already names a newer one (an older
+        backup that finished late must not move it back)."""
+        d = self.details
+        if d.backup_type != "full":
+            return
+        current = destination.read_latest(storage)
+        if current is None or current < d.full_subdir:  # folder names sort by end time
+            destination.write_latest(storage, d.full_subdir)
+
+    def _holds_lock(self, storage: ExternalStorage) -> bool:
+        """Did this job take the folder's lock? One refused the lock must touch nothing:
+        the folder belongs to the job holding it."""
+        try:
+            storage.stat(_join(self.details.layer_dir, f"{manifest.LOCK}-{self.job_id}"))
+        except TidemarkError:
+            return False
+        return True
+
     def _cleanup(self, node: Node, storage: ExternalStorage, cp: dict[str, Any], *,
                  keep_files: bool) -> None:
         d = self.details
-        with contextlib.suppress(TidemarkError):
-            storage.delete(_join(d.layer_dir, manifest.CHECKPOINT))
-        if not keep_files and not manifest.has_manifest(storage, d.layer_dir):
+        ours = self._holds_lock(storage)
+        if ours:
+            with contextlib.suppress(TidemarkError):
+                storage.delete(_join(d.layer_dir, manifest.CHECKPOINT))
+        if not keep_files and ours and not manifest.has_manifest(storage, d.layer_dir):
             prefix = d.layer_dir.strip("/") + "/"
             for info in storage.list(prefix):
                 if "/" not in info.name[len(prefix):] or info.name[len(prefix):].startswith(
                         DATA_DIR + "/"):
                     with contextlib.suppress(TidemarkError):
                         storage.delete(info.name)
-        destination.release_lock(storage, d.layer_dir, self.job_id)
+        if ours:
+            destination.release_lock(storage, d.layer_dir, self.job_id)
         if cp.get("protection"):
             with contextlib.suppress(ProtectionError):
                 node.engine.release(cp["protection"])

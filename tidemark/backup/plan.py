@@ -216,12 +216,15 @@ class LayerSpans:
 
 
 def plan_spans(tables: list[TableDescriptor], prev: Manifest | None, *,
-               full_cluster: bool, unsafe: bool, reintroduce: frozenset[MSpan] = frozenset()
-               ) -> LayerSpans:
+               full_cluster: bool, unsafe: bool, reintroduce: frozenset[MSpan] = frozenset(),
+               history: list[TableDescriptor] = ()) -> LayerSpans:  # type: ignore[assignment]
     """The layer's spans, introduced spans and per-span export rule.
 
     ``reintroduce`` (from the doctor's repair) forces those spans to be exported from time
-    zero, whatever the previous layer held.
+    zero, whatever the previous layer held. ``history`` (with revision history: every
+    version of the targets' table descriptors in the layer's window) adds the spans of
+    indexes and tables that were PUBLIC at some time in the window but are gone at its end,
+    so a restore to a time before a DROP finds their data.
     """
     prev_spans = set(prev.spans) if prev is not None else set()
     prev_tables: dict[int, TableDescriptor] = {}
@@ -272,6 +275,16 @@ def plan_spans(tables: list[TableDescriptor], prev: Manifest | None, *,
             if reason is None and span in reintroduce:
                 reason = "repair"
             add(span, _cap(table), reason)
+    seen = set(out.spans)
+    for desc in history:
+        if desc.state is DescState.DROP or (desc.state is DescState.OFFLINE and
+                                            desc.offline_reason != IMPORTING):
+            continue
+        for index in desc.public_indexes():
+            span = _index_span(desc.id, index.id)
+            if span not in seen:
+                seen.add(span)
+                add(span, None, None if span in prev_spans else "new")
     if full_cluster:
         span = MSpan(*SETTINGS_SPAN)
         add(span, None, None if span in prev_spans else "new")

@@ -59,6 +59,8 @@ RESTORING = "restoring"
 PAUSE_AFTER_FIRST_CHUNK = "restore.after_first_chunk"
 _READ_SIZE = 1 << 20
 _VALIDATE_BATCH = 50_000
+# Settings a full-cluster restore leaves as they are: switches for tests and debugging.
+NOT_RESTORED_PREFIXES = ("testing.", "jobs.debug.")
 
 
 class SourceFile(msgspec.Struct, frozen=True, array_like=True):
@@ -158,7 +160,9 @@ class RestoreResumer:
                     continue
                 self._restore_span(node, storage, key, scratch, span, cp["ts"])
                 cp["done"] = [*cp["done"], i]
-                rows = sum(f.file.rows for f in span.files)
+                # What the table now holds (files may hold superseded versions, tombstones).
+                rows = node.engine.count_live(span.new_prefix, prefix_end(span.new_prefix),
+                                              cp["ts"])
                 cp["rows" if span.index_id == 1 else "index_entries"] += rows
                 cp["bytes"] += sum(f.file.size for f in span.files)
                 ctx.progress(len(cp["done"]) / max(1, len(d.spans)) * 0.95, checkpoint=cp)
@@ -214,17 +218,21 @@ class RestoreResumer:
             out = scratch / f"s{n}.sqlite"
             fetch(storage, source, key, out)
             try:
-                for k, _ts, v in read_export(str(out)):  # by key and time: newest wins
-                    rows[k] = v
+                for k, ts, v in read_export(str(out)):  # by key and time: newest wins
+                    if ts <= self.details.target_time:
+                        rows[k] = v
             finally:
                 out.unlink(missing_ok=True)
         prefix = SETTINGS_SPAN[0]
 
+        known = {setting.name for setting, _ in node.settings.all()}
+
         def write(txn: Txn) -> None:
             for k, v in rows.items():
                 name = decode_datums(k, len(prefix))[0]
-                if name == VERSION_SETTING.name or v is None:
-                    continue
+                if v is None or name == VERSION_SETTING.name or name.startswith(
+                        NOT_RESTORED_PREFIXES) or name not in known:
+                    continue  # the version, testing/debug switches, settings gone since
                 txn.put(k, v)
         node.db.run(write)
 

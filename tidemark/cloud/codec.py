@@ -11,7 +11,7 @@ A data file is a small header followed by a body::
             KDF salt                            16
             file id (random per file)           16
             plaintext bytes per frame           u32
-            key check value                     16   HMAC-SHA256(key, salt)[:16]
+            key check value                     16   HMAC-SHA256(key, label + salt)[:16]
             --
             header check                        8    SHA-256 of the bytes above, first 8
     body    unencrypted: the zstd stream (with zstd's content checksum), then a trailing

@@ -378,6 +378,8 @@ class Registry:
             rec.status = Status.REVERTING
             if error is not None:
                 rec.error, rec.checkpoint["error_code"] = error.message, error.code
+                if error.hint:
+                    rec.checkpoint["error_hint"] = error.hint
         self._finish(record.id, reverting)
         factory = _RESUMERS.get(record.type)
         try:
@@ -423,7 +425,8 @@ class Registry:
                 return rec
             if rec.status is Status.FAILED:
                 raise SQLError(f"job {job_id} failed: {rec.error}",
-                               code=rec.checkpoint.get("error_code") or "XXUUU")
+                               code=rec.checkpoint.get("error_code") or "XXUUU",
+                               hint=rec.checkpoint.get("error_hint"))
             if rec.status is Status.CANCELED:
                 raise SQLError(f"job {job_id} was canceled", code="57014")
             if rec.status is Status.PAUSED:

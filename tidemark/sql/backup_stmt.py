@@ -9,6 +9,7 @@ redacted URI and ``encryption_passphrase = 'redacted'``.
 
 from __future__ import annotations
 
+import re
 import secrets as pysecrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -47,10 +48,10 @@ from tidemark.catalog.descriptors import (
     decode_descriptor,
 )
 from tidemark.clock import format_ts, wall_now
-from tidemark.cloud import open_storage, redact_uri
+from tidemark.cloud import open_storage, parse_uri, redact_uri
 from tidemark.cloud.codec import EncryptionKey
 from tidemark.cloud.storage import ExternalStorage
-from tidemark.errors import SQLError
+from tidemark.errors import SQLError, TidemarkError
 from tidemark.kv.keys import decode_index_prefix, index_prefix, prefix_end
 from tidemark.kv.txn import Txn
 from tidemark.sql import ast
@@ -102,14 +103,29 @@ def _options(options: Sequence[ast.Option], allowed: set[str], stmt: str,
     return out
 
 
+_PASSPHRASE_RE = re.compile(r"(encryption_passphrase\s*=\s*)(?:'(?:[^']|'')*'|\$\d+)",
+                            re.IGNORECASE)
+_URI_LITERAL_RE = re.compile(r"'(?:[^']|'')*'")
+
+
 def _description(stmt: ast.Statement, uri: str, options: dict[str, Any]) -> str:
-    text = stmt.text
-    if uri:
-        text = text.replace(uri, redact_uri(uri))
-    pp = options.get("encryption_passphrase")
-    if pp:
-        text = text.replace(f"'{pp}'", "'redacted'")
+    """The statement for job records and SHOW JOBS: the passphrase and every credential in a
+    URI literal redacted, whatever quoting the user wrote them with."""
+    text = _PASSPHRASE_RE.sub(r"\1'redacted'", stmt.text)
+    text = _URI_LITERAL_RE.sub(
+        lambda m: "'" + redact_uri(m.group(0)[1:-1].replace("''", "'")).replace("'", "''")
+        + "'" if "://" in m.group(0) else m.group(0), text)
+    for secret in filter(None, [options.get("encryption_passphrase"), *_uri_secrets(uri)]):
+        for form in (secret, secret.replace("'", "''")):
+            text = text.replace(form, "redacted")  # a last guard; the above should suffice
     return text
+
+
+def _uri_secrets(uri: str) -> list[str]:
+    try:
+        return parse_uri(uri).secrets()
+    except TidemarkError:
+        return []
 
 
 def _job_result(session: Session, job_id: int, detached: bool, tag: str) -> Result:

@@ -1,0 +1,632 @@
+"""BACKUP and RESTORE as jobs: pause and resume, CANCEL JOB, SIGKILL of the running process,
+protected timestamps and GC while a backup is paused.
+
+Everything runs on real stores and a ``file://`` collection (so the tests can look at the
+files themselves). The crash tests follow tests/jobs/test_job_crash.py: a child Python process
+runs the statement, this process polls the job until it has checkpointed progress, SIGKILLs
+the child, then runs ``SHOW JOB WHEN COMPLETE`` so the job is adopted here (the lease was
+lowered to 1s) and finished from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import tidemark
+from tidemark.catalog import catalog
+from tidemark.catalog.descriptors import DescState
+from tidemark.clock import NANOS_PER_SECOND, wall_now
+from tidemark.errors import GCThresholdError, JobPausedError
+from tidemark.kv.keys import prefix_end, table_prefix
+from tidemark.sql.ast import TableName
+from tidemark.storage.engine import Span
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+REPO = Path(__file__).resolve().parents[2]
+JOB_COLUMNS = ["job_id", "job_type", "description", "status", "running_status", "created",
+               "started", "finished", "fraction_completed", "error", "coordinator_id"]
+SCHEMA = ("(id INT PRIMARY KEY, v STRING, n INT, w STRING, "
+          "INDEX {t}_v (v), INDEX {t}_n (n), INDEX {t}_w (w))")
+BACKUP_PAUSE = "backup.after_first_chunk"
+RESTORE_PAUSE = "restore.after_first_chunk"
+WAIT_S = 30.0
+
+CHILD = r"""
+import sys
+import tidemark
+conn = tidemark.connect(sys.argv[1])
+conn.registry.stop_adopting()
+print("running", flush=True)
+conn.execute(sys.argv[2])
+print("done", flush=True)
+"""
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def connect(store: Path):
+    """A connection without an adoption loop: only its statements run jobs."""
+    conn = tidemark.connect(store)
+    conn.registry.stop_adopting()
+    return conn
+
+
+def fill(conn, table: str, rows: int, start: int = 0) -> None:
+    conn.execute(f"CREATE TABLE {table} {SCHEMA.format(t=table.rpartition('.')[2])}")
+    for lo in range(start, start + rows, 2000):
+        hi = min(start + rows, lo + 2000)
+        conn.execute(f"INSERT INTO {table} VALUES " + ", ".join(
+            f"({i}, 'v{i % 37}', {i % 1000}, 'w{i}')" for i in range(lo, hi)))
+
+
+def paused(conn, sql: str, point: str) -> int:
+    """Run ``sql`` with the pause point set; it must pause there. Returns the job ID."""
+    conn.execute(f"SET CLUSTER SETTING jobs.debug.pausepoints = '{point}'")
+    try:
+        with pytest.raises(JobPausedError, match=point.replace(".", r"\.")) as err:
+            conn.execute(sql)
+    finally:
+        conn.execute("RESET CLUSTER SETTING jobs.debug.pausepoints")
+    return err.value.job_id
+
+
+def job(conn, job_id: int) -> dict:
+    return dict(zip(JOB_COLUMNS, conn.execute(f"SHOW JOB {job_id}").rows[0], strict=True))
+
+
+def when_complete(conn, job_id: int) -> dict:
+    res = conn.execute(f"SHOW JOB WHEN COMPLETE {job_id}")
+    return dict(zip(res.columns, res.rows[0], strict=True))
+
+
+def fingerprints(conn, table: str, as_of: str | None = None) -> list[int]:
+    aost = f" AS OF SYSTEM TIME '{as_of}'" if as_of is not None else ""
+    return [fp for _, fp in conn.execute(f"SHOW FINGERPRINTS FROM TABLE {table}{aost}").rows]
+
+
+def show_backups(conn, uri: str) -> list[str]:
+    return [p for (p,) in conn.execute(f"SHOW BACKUPS IN '{uri}'").rows]
+
+
+def end_time(conn, uri: str, subdir: str = "LATEST") -> str:
+    where = "LATEST" if subdir == "LATEST" else f"'{subdir}'"
+    res = conn.execute(f"SHOW BACKUP {where} IN '{uri}'")
+    times = {dict(zip(res.columns, row, strict=True))["end_time"] for row in res.rows}
+    assert len(times) == 1, times
+    return times.pop()
+
+
+def latest(coll: Path) -> str | None:
+    f = coll / "LATEST"
+    return f.read_text().strip() if f.exists() else None
+
+
+def files_under(folder: Path) -> dict[str, tuple[int, int, str]]:
+    """Every file below ``folder`` (relative name) -> (inode, mtime_ns, sha256)."""
+    out = {}
+    for root, _dirs, names in os.walk(folder):
+        for name in names:
+            p = Path(root) / name
+            st = p.stat()
+            out[str(p.relative_to(folder))] = (st.st_ino, st.st_mtime_ns,
+                                               hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
+
+
+def lock_files(coll: Path) -> list[str]:
+    return sorted(str(p.relative_to(coll)) for p in coll.rglob("BACKUP-LOCK-*"))
+
+
+def descriptor_state(conn, desc_id: int) -> DescState | None:
+    desc = conn.node.db.run(lambda txn: catalog.get_descriptor(txn, desc_id))
+    return None if desc is None else desc.state
+
+
+def live_keys(conn, table_id: int) -> list:
+    engine = conn.node.engine
+    p = table_prefix(table_id)
+    return engine.scan(p, prefix_end(p), engine.frontier())
+
+
+def start_child(store: Path, sql: str, log: Path) -> subprocess.Popen:
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-c", CHILD, str(store), sql], cwd=REPO,
+                                stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+
+
+def wait_for_progress(conn, child: subprocess.Popen, job_type: str, log: Path) -> dict:
+    """Poll SHOW JOBS until the child's job has checkpointed some progress."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        for row in conn.execute("SHOW JOBS").rows:
+            j = dict(zip(JOB_COLUMNS, row, strict=True))
+            if j["job_type"] == job_type and j["status"] == "running" and \
+                    j["fraction_completed"] > 0:
+                return j
+        if child.poll() is not None:
+            raise AssertionError(f"the child exited ({child.returncode}) before making "
+                                 f"progress:\n{log.read_text(errors='replace')}")
+        time.sleep(0.005)
+    raise AssertionError(f"the {job_type} job never made progress")
+
+
+def kill(child: subprocess.Popen) -> None:
+    if child.poll() is None:
+        child.send_signal(signal.SIGKILL)
+    child.wait(WAIT_S)
+
+
+# -- 1. pause and resume a BACKUP -------------------------------------------------------------
+
+
+def test_paused_backup_resumes_without_rewriting_its_files_and_restores(tmp_path):
+    coll = tmp_path / "coll"
+    uri = f"file://{coll}"
+    conn = connect(tmp_path / "s")
+    try:
+        fill(conn, "t", 3000)
+        conn.execute("SET CLUSTER SETTING bulkio.backup.file_versions = 200")
+        job_id = paused(conn, f"BACKUP TABLE t INTO '{uri}'", BACKUP_PAUSE)
+        details = conn.registry.get(job_id).details
+        layer = coll / details["layer_dir"].strip("/")
+
+        held = job(conn, job_id)
+        assert held["status"] == "paused"
+        assert 0 < held["fraction_completed"] < 1
+        # Not a backup yet: not listed, LATEST not written, no manifest.
+        assert show_backups(conn, uri) == []
+        assert latest(coll) is None
+        assert not (layer / "BACKUP_MANIFEST").exists()
+        with pytest.raises(tidemark.TidemarkError, match="not a backup"):
+            conn.execute(f"SHOW BACKUP '{details['full_subdir']}' IN '{uri}'")
+        with pytest.raises(tidemark.TidemarkError, match="no LATEST"):
+            conn.execute(f"RESTORE TABLE t FROM LATEST IN '{uri}' WITH into_db = 'defaultdb'")
+        before = {n: f for n, f in files_under(layer).items() if n.startswith("data/")}
+        assert before, "no data file was written before the pause point"
+        assert len(before) < 60  # 3000 rows x 4 indexes / 200: far from all of them
+
+        conn.execute(f"RESUME JOB {job_id}")
+        done = when_complete(conn, job_id)
+        assert done["status"] == "succeeded", done["error"]
+        assert done["fraction_completed"] == 1.0
+
+        assert show_backups(conn, uri) == [details["full_subdir"]]
+        assert latest(coll) == details["full_subdir"]
+        after = files_under(layer)
+        assert (layer / "BACKUP_MANIFEST").exists()
+        # The files written before the pause were kept as they were: same inode (no
+        # rename of a rewritten file over them), same mtime, same bytes.
+        for name, stat in before.items():
+            assert after.get(name) == stat, f"{name} was rewritten on resume"
+        data = [n for n in after if n.startswith("data/")]
+        assert len(data) >= 3000 * 4 // 200
+        # The job's bookkeeping is gone: no lock, no checkpoint, no credentials, no protection.
+        assert lock_files(coll) == []
+        assert not (layer / "BACKUP-CHECKPOINT").exists()
+        assert conn.node.engine.get_secret(details["secret_ref"]) is None
+        assert conn.node.engine.protected_records() == []
+
+        end = end_time(conn, uri)
+        conn.execute("CREATE DATABASE r")
+        conn.execute(f"RESTORE TABLE t FROM LATEST IN '{uri}' WITH into_db = 'r'")
+        assert fingerprints(conn, "r.t") == fingerprints(conn, "defaultdb.t", end)
+        assert conn.execute("SELECT count(*), sum(id) FROM r.t").rows == [
+            (3000, 3000 * 2999 // 2)]
+    finally:
+        conn.close()
+
+
+def test_an_older_backup_resumed_after_a_newer_one_does_not_move_latest_back(tmp_path):
+    """LATEST names the newest full backup (manifest.LATEST, destination's layout): a paused
+    backup resumed after a later full backup completed must not point LATEST at itself."""
+    coll = tmp_path / "coll"
+    uri = f"file://{coll}"
+    conn = connect(tmp_path / "s")
+    try:
+        fill(conn, "t", 1000)
+        conn.execute("SET CLUSTER SETTING bulkio.backup.file_versions = 200")
+        older = paused(conn, f"BACKUP TABLE t INTO '{uri}'", BACKUP_PAUSE)
+        older_dir = conn.registry.get(older).details["full_subdir"]
+        conn.execute("INSERT INTO t VALUES (5000, 'new', 1, 'new')")
+        conn.execute(f"BACKUP TABLE t INTO '{uri}'")
+        newer_dir = latest(coll)
+        assert newer_dir is not None and newer_dir > older_dir
+
+        conn.execute(f"RESUME JOB {older}")
+        assert when_complete(conn, older)["status"] == "succeeded"
+        assert show_backups(conn, uri) == [older_dir, newer_dir]
+        assert latest(coll) == newer_dir, \
+            "LATEST moved back to an older full backup when it finished after a newer one"
+        conn.execute("CREATE DATABASE r")
+        conn.execute(f"RESTORE TABLE t FROM LATEST IN '{uri}' WITH into_db = 'r'")
+        assert conn.execute("SELECT count(*) FROM r.t WHERE id = 5000").rows == [(1,)]
+    finally:
+        conn.close()
+
+
+# -- 2. pause and resume a RESTORE ------------------------------------------------------------
+
+
+def test_paused_restore_is_offline_then_complete_after_resume(tmp_path):
+    coll = tmp_path / "coll"
+    uri = f"file://{coll}"
+    conn = connect(tmp_path / "s")
+    try:
+        fill(conn, "t", 3000)
+        conn.execute("SET CLUSTER SETTING bulkio.backup.file_versions = 500")
+        conn.execute(f"BACKUP TABLE t INTO '{uri}'")
+        end = end_time(conn, uri)
+        conn.execute("CREATE DATABASE r")
+        job_id = paused(conn, f"RESTORE TABLE t FROM LATEST IN '{uri}' WITH into_db = 'r'",
+                        RESTORE_PAUSE)
+        held = job(conn, job_id)
+        assert held["status"] == "paused" and 0 < held["fraction_completed"] < 1
+        new_id = conn.registry.get(job_id).details["tables"][0]["new_id"]
+        assert descriptor_state(conn, new_id) is DescState.OFFLINE
+        assert live_keys(conn, new_id), "the first span was not ingested before the pause"
+        for sql in ("SELECT count(*) FROM r.t", "SELECT * FROM r.t@t_v",
+                    "SHOW FINGERPRINTS FROM TABLE r.t", "INSERT INTO r.t VALUES (-1, 'a', 1, 'b')"):
+            with pytest.raises(tidemark.SQLError, match=r"offline|does not exist"):
+                conn.execute(sql)
+
+        conn.execute(f"RESUME JOB {job_id}")
+        done = when_complete(conn, job_id)
+        assert done["status"] == "succeeded", done["error"]
+        assert descriptor_state(conn, new_id) is DescState.PUBLIC
+        assert fingerprints(conn, "r.t") == fingerprints(conn, "defaultdb.t", end)
+        assert conn.execute("SELECT count(*) FROM r.t@t_w").rows == [(3000,)]
+    finally:
+        conn.close()
+
+
+# -- 3. CANCEL JOB of a paused BACKUP ---------------------------------------------------------
+
+
+def test_canceled_paused_backup_leaves_nothing_behind(tmp_path):
+    coll = tmp_path / "coll"
+    uri = f"file://{coll}"
+    conn = connect(tmp_path / "s")
+    try:
+        fill(conn, "t", 3000)
+        conn.execute(f"BACKUP TABLE t INTO '{uri}'")  # a first, complete backup
+        first = latest(coll)
+        assert show_backups(conn, uri) == [first]
+        conn.execute("SET CLUSTER SETTING bulkio.backup.file_versions = 200")
+        job_id = paused(conn, f"BACKUP TABLE t INTO '{uri}'", BACKUP_PAUSE)
+        details = conn.registry.get(job_id).details
+        layer = coll / details["layer_dir"].strip("/")
+        assert any(n.startswith("data/") for n in files_under(layer))
+        assert lock_files(coll) == [f"{layer.relative_to(coll)}/BACKUP-LOCK-{job_id}"]
+        assert [r.owner for r in conn.node.engine.protected_records()] == [f"job {job_id}"]
+
+        conn.execute(f"CANCEL JOB {job_id}")
+        done = when_complete(conn, job_id)
+        assert done["status"] == "canceled", done
+
+        assert files_under(layer) == {}, "the canceled backup left files in its folder"
+        assert lock_files(coll) == []
+        assert show_backups(conn, uri) == [first]
+        assert latest(coll) == first
+        assert conn.node.engine.protected_records() == []
+        assert conn.node.engine.get_secret(details["secret_ref"]) is None
+
+        conn.execute(f"BACKUP TABLE t INTO '{uri}'")
+        assert len(show_backups(conn, uri)) == 2 and latest(coll) != first
+        conn.execute("CREATE DATABASE r")
+        conn.execute(f"RESTORE TABLE t FROM LATEST IN '{uri}' WITH into_db = 'r'")
+        assert fingerprints(conn, "r.t") == fingerprints(conn, "defaultdb.t")
+    finally:
+        conn.close()
+
+
+# -- 4. CANCEL JOB of a paused RESTORE --------------------------------------------------------
+
+
+def test_canceled_paused_restore_frees_its_names_and_publishes_nothing(tmp_path):
+    coll = tmp_path / "coll"
+    uri = f"file://{coll}"
+    conn = connect(tmp_path / "s")
+    try:
+        conn.execute("CREATE DATABASE src")
+        fill(conn, "src.t", 2000)
+        conn.execute(f"BACKUP DATABASE src INTO '{uri}'")
+        expected = fingerprints(conn, "src.t")
+        conn.execute("CREATE DATABASE r")
+
+        restores = [
+            ("r.t", f"RESTORE TABLE src.t FROM LATEST IN '{uri}' WITH into_db = 'r'"),
+            ("dst.t", f"RESTORE DATABASE src FROM LATEST IN '{uri}' WITH new_db_name = 'dst'"),
+        ]
+        for table, sql in restores:
+            job_id = paused(conn, sql, RESTORE_PAUSE)
+            details = conn.registry.get(job_id).details
+            new_id = details["tables"][0]["new_id"]
+            assert live_keys(conn, new_id)
+            with pytest.raises(tidemark.SQLError, match=r"offline|does not exist"):
+                conn.execute(f"SELECT count(*) FROM {table}")
+
+            conn.execute(f"CANCEL JOB {job_id}")
+            assert when_complete(conn, job_id)["status"] == "canceled"
+
+            # Nothing half-restored became PUBLIC, and its data is gone.
+            assert descriptor_state(conn, new_id) is not DescState.PUBLIC
+            for db_id in details["new_databases"]:
+                assert descriptor_state(conn, db_id) is not DescState.PUBLIC
+            assert live_keys(conn, new_id) == []
+            with pytest.raises(tidemark.SQLError, match="does not exist"):
+                conn.execute(f"SELECT count(*) FROM {table}")
+            assert conn.node.engine.get_secret(details["secret_ref"]) is None
+
+            # The names are free again: the same restore works.
+            conn.execute(sql)
+            assert fingerprints(conn, table) == expected
+            assert conn.execute(f"SELECT count(*) FROM {table}").rows == [(2000,)]
+        assert sorted(n for n, _ in conn.execute("SHOW DATABASES").rows) == [
+            "defaultdb", "dst", "r", "src"]
+    finally:
+        conn.close()
+
+
+# -- 5. SIGKILL during a BACKUP ---------------------------------------------------------------
+
+
+def test_backup_killed_mid_way_is_adopted_and_finishes(tmp_path):
+    store, coll = tmp_path / "s", tmp_path / "coll"
+    uri = f"file://{coll}"
+    log = tmp_path / "child.log"
+    conn = connect(store)
+    child = None
+    try:
+        fill(conn, "t", 4000)
+        conn.execute(f"BACKUP TABLE t INTO '{uri}'")
+        first = latest(coll)
+        assert first is not None
+        conn.execute("UPDATE t SET n = n + 1 WHERE id % 3 = 0")
+        conn.execute("SET CLUSTER SETTING bulkio.backup.file_versions = 100")
+        conn.execute("SET CLUSTER SETTING jobs.registry.lease_duration = '1s'")
+
+        child = start_child(store, f"BACKUP TABLE t INTO '{uri}'", log)
+        try:
+            running = wait_for_progress(conn, child, "BACKUP", log)
+        finally:
+            kill(child)
+        assert child.returncode == -signal.SIGKILL
+        job_id = running["job_id"]
+        dead = job(conn, job_id)
+        assert dead["status"] == "running", dead
+        assert 0 < dead["fraction_completed"] < 1, "the backup ended before it was killed"
+        assert dead["coordinator_id"] != conn.registry.instance_id
+        details = conn.registry.get(job_id).details
+        layer = coll / details["layer_dir"].strip("/")
+
+        # Right after the kill nothing says the second backup exists.
+        assert latest(coll) == first
+        assert show_backups(conn, uri) == [first]
+        assert not (layer / "BACKUP_MANIFEST").exists()
+        assert any(n.startswith("data/") for n in files_under(layer))
+
+        done = when_complete(conn, job_id)
+        assert done["status"] == "succeeded", done["error"]
+        assert done["coordinator_id"] == conn.registry.instance_id  # adopted here
+        assert done["started"] == dead["started"]
+        second = details["full_subdir"]
+        assert show_backups(conn, uri) == [first, second]
+        assert latest(coll) == second
+        assert lock_files(coll) == []
+        assert not (layer / "BACKUP-CHECKPOINT").exists()
+        assert conn.node.engine.protected_records() == []
+        assert conn.node.engine.get_secret(details["secret_ref"]) is None
+
+        end = end_time(conn, uri, second)
+        conn.execute("CREATE DATABASE r")
+        conn.execute(f"RESTORE TABLE t FROM '{second}' IN '{uri}' WITH into_db = 'r'")
+        assert fingerprints(conn, "r.t") == fingerprints(conn, "defaultdb.t", end)
+        assert conn.execute("SELECT count(*) FROM r.t").rows == [(4000,)]
+
+        # A fresh backup into the collection works and becomes LATEST.
+        conn.execute("SET CLUSTER SETTING bulkio.backup.file_versions = 100000")
+        conn.execute(f"BACKUP TABLE t INTO '{uri}'")
+        assert len(show_backups(conn, uri)) == 3 and latest(coll) not in (first, second)
+    finally:
+        if child is not None:
+            kill(child)
+        conn.close()
+
+
+def test_fresh_backup_right_after_a_killed_one_succeeds(tmp_path):
+    """The orphaned job's folder, lock and lease do not get in the way of a new BACKUP."""
+    store, coll = tmp_path / "s", tmp_path / "coll"
+    uri = f"file://{coll}"
+    log = tmp_path / "child.log"
+    conn = connect(store)
+    child = None
+    try:
+        fill(conn, "t", 3000)
+        conn.execute("SET CLUSTER SETTING bulkio.backup.file_versions = 100")
+        conn.execute("SET CLUSTER SETTING jobs.registry.lease_duration = '1s'")
+        child = start_child(store, f"BACKUP TABLE t INTO '{uri}'", log)
+        try:
+            running = wait_for_progress(conn, child, "BACKUP", log)
+        finally:
+            kill(child)
+        orphan = job(conn, running["job_id"])
+        assert orphan["status"] == "running" and orphan["fraction_completed"] < 1
+        assert latest(coll) is None and show_backups(conn, uri) == []
+
+        conn.execute("SET CLUSTER SETTING bulkio.backup.file_versions = 100000")
+        res = conn.execute(f"BACKUP TABLE t INTO '{uri}'")
+        assert res.rows[0][1] == "succeeded"
+        fresh = latest(coll)
+        assert show_backups(conn, uri) == [fresh]
+        conn.execute("CREATE DATABASE r")
+        conn.execute(f"RESTORE TABLE t FROM LATEST IN '{uri}' WITH into_db = 'r'")
+        assert fingerprints(conn, "r.t") == fingerprints(conn, "defaultdb.t")
+        # The orphan is still there to be adopted and finished.
+        assert when_complete(conn, running["job_id"])["status"] == "succeeded"
+        assert len(show_backups(conn, uri)) == 2
+        assert lock_files(coll) == []
+        assert conn.node.engine.protected_records() == []
+    finally:
+        if child is not None:
+            kill(child)
+        conn.close()
+
+
+# -- 6. SIGKILL during a RESTORE --------------------------------------------------------------
+
+
+def test_restore_killed_mid_way_is_offline_then_adopted_and_complete(tmp_path):
+    store, coll = tmp_path / "s", tmp_path / "coll"
+    uri = f"file://{coll}"
+    log = tmp_path / "child.log"
+    conn = connect(store)
+    child = None
+    try:
+        fill(conn, "t", 12_000)
+        conn.execute("SET CLUSTER SETTING bulkio.backup.file_versions = 250")
+        conn.execute(f"BACKUP TABLE t INTO '{uri}'")
+        end = end_time(conn, uri)
+        expected = fingerprints(conn, "defaultdb.t", end)
+        conn.execute("CREATE DATABASE r")
+        conn.execute("SET CLUSTER SETTING jobs.registry.lease_duration = '1s'")
+
+        child = start_child(
+            store, f"RESTORE TABLE t FROM LATEST IN '{uri}' WITH into_db = 'r'", log)
+        try:
+            running = wait_for_progress(conn, child, "RESTORE", log)
+        finally:
+            kill(child)
+        assert child.returncode == -signal.SIGKILL
+        job_id = running["job_id"]
+        dead = job(conn, job_id)
+        assert dead["status"] == "running", dead
+        assert 0 < dead["fraction_completed"] < 1
+        new_id = conn.registry.get(job_id).details["tables"][0]["new_id"]
+        assert descriptor_state(conn, new_id) is DescState.OFFLINE
+        with pytest.raises(tidemark.SQLError, match="offline"):
+            conn.execute("SELECT count(*) FROM r.t")
+
+        done = when_complete(conn, job_id)
+        assert done["status"] == "succeeded", done["error"]
+        assert done["coordinator_id"] == conn.registry.instance_id  # adopted here
+        assert descriptor_state(conn, new_id) is DescState.PUBLIC
+        assert fingerprints(conn, "r.t") == expected
+        assert conn.execute("SELECT count(*), sum(id) FROM r.t").rows == [
+            (12_000, 12_000 * 11_999 // 2)]
+        # A replayed span rewrote the same versions: one version per key, all at one time.
+        versions = conn.node.engine.versions(table_prefix(new_id),
+                                             prefix_end(table_prefix(new_id)))
+        assert len(versions) == len({k for k, *_ in versions}) == 4 * 12_000
+        assert len({ts for _, ts, _, _ in versions}) == 1
+    finally:
+        if child is not None:
+            kill(child)
+        conn.close()
+
+
+# -- 7. protected timestamps and GC while a BACKUP is paused ----------------------------------
+
+
+def test_paused_backup_protects_its_data_from_gc(tmp_path):
+    coll = tmp_path / "coll"
+    uri = f"file://{coll}"
+    conn = connect(tmp_path / "s")
+    try:
+        fill(conn, "t", 3000)
+        fill(conn, "u", 200)  # not backed up: GC is free to collect it
+        conn.execute("SET CLUSTER SETTING bulkio.backup.file_versions = 200")
+        job_id = paused(conn, f"BACKUP TABLE t INTO '{uri}'", BACKUP_PAUSE)
+        end = conn.registry.get(job_id).details["end_time"]
+        records = conn.node.engine.protected_records()
+        assert [(r.owner, r.ts) for r in records] == [(f"job {job_id}", end)]
+        t_prefix = table_prefix(conn.node.db.run(
+            lambda txn: conn.session.table(txn, TableName("t"))).id)
+        assert any(s.start <= t_prefix and prefix_end(t_prefix) <= s.end
+                   for s in records[0].spans)
+        expected = fingerprints(conn, "t")  # nothing was written since the end time
+
+        # While paused: change and delete most of t (and u), then GC well past the end time.
+        conn.execute("SET CLUSTER SETTING gc.ttlseconds = 1")
+        conn.execute("UPDATE t SET v = 'changed', n = -n WHERE id % 2 = 0")
+        conn.execute("DELETE FROM t WHERE id % 3 = 0")
+        conn.execute("UPDATE u SET v = 'changed'")
+        u_before = conn.execute("SELECT cluster_logical_timestamp()").rows[0][0]
+        conn.execute("DELETE FROM u WHERE id < 100")
+        time.sleep(1.1)
+        conn.execute("INSERT INTO u VALUES (100000, 'x', 1, 'y')")  # moves the frontier on
+        stats = conn.node.run_gc(wall_now() + 5 * NANOS_PER_SECOND)
+        assert stats.threshold > end and stats.removed > 0
+        with pytest.raises(tidemark.TidemarkError, match="GC threshold"):
+            conn.execute(f"SELECT count(*) FROM u AS OF SYSTEM TIME '{u_before}'")
+        # t's span is protected at the end time: still readable there.
+        conn.node.engine.check_read_ts(end, [Span(t_prefix, prefix_end(t_prefix))])
+
+        conn.execute(f"RESUME JOB {job_id}")
+        done = when_complete(conn, job_id)
+        assert done["status"] == "succeeded", done["error"]
+        assert conn.node.engine.protected_records() == []
+
+        conn.execute("CREATE DATABASE r")
+        conn.execute(f"RESTORE TABLE t FROM LATEST IN '{uri}' WITH into_db = 'r'")
+        assert fingerprints(conn, "r.t") == expected
+        assert conn.execute("SELECT count(*) FROM r.t").rows == [(3000,)]
+        assert conn.execute("SELECT count(*) FROM r.t WHERE v = 'changed'").rows == [(0,)]
+        # Once released, the next GC pass may collect what the backup kept.
+        conn.node.run_gc(wall_now() + 5 * NANOS_PER_SECOND)
+        with pytest.raises(GCThresholdError):
+            conn.node.engine.check_read_ts(end, [Span(t_prefix, prefix_end(t_prefix))])
+    finally:
+        conn.close()
+
+
+
+def test_paused_revision_history_backup_keeps_its_history_through_gc(tmp_path):
+    """A full backup WITH revision_history exports every revision GC has not removed when it
+    starts: GC while it is paused must not take the revisions it has yet to export."""
+    coll = tmp_path / "coll"
+    uri = f"file://{coll}"
+    conn = connect(tmp_path / "s")
+    try:
+        fill(conn, "t", 1500)
+        conn.execute("UPDATE t SET v = 'first' WHERE id % 2 = 0")
+        mid = conn.execute("SELECT cluster_logical_timestamp()").rows[0][0]
+        expected_mid = fingerprints(conn, "t", mid)
+        conn.execute("UPDATE t SET v = 'second' WHERE id % 2 = 0")
+        conn.execute("DELETE FROM t WHERE id % 5 = 0")
+        expected_end = fingerprints(conn, "t")
+        conn.execute("SET CLUSTER SETTING bulkio.backup.file_versions = 300")
+        job_id = paused(conn, f"BACKUP TABLE t INTO '{uri}' WITH revision_history",
+                        BACKUP_PAUSE)
+        assert [r.owner for r in conn.node.engine.protected_records()] == [f"job {job_id}"]
+
+        conn.execute("SET CLUSTER SETTING gc.ttlseconds = 1")
+        conn.execute("UPDATE t SET v = 'third'")
+        time.sleep(1.1)
+        conn.execute("CREATE TABLE bump (id INT PRIMARY KEY)")  # moves the frontier on
+        stats = conn.node.run_gc(wall_now() + 5 * NANOS_PER_SECOND)
+        assert stats.threshold > conn.registry.get(job_id).details["end_time"]
+
+        conn.execute(f"RESUME JOB {job_id}")
+        assert when_complete(conn, job_id)["status"] == "succeeded"
+        assert conn.node.engine.protected_records() == []
+        conn.execute("CREATE DATABASE r_end")
+        conn.execute(f"RESTORE TABLE t FROM LATEST IN '{uri}' WITH into_db = 'r_end'")
+        assert fingerprints(conn, "r_end.t") == expected_end
+        conn.execute("CREATE DATABASE r_mid")
+        conn.execute(f"RESTORE TABLE t FROM LATEST IN '{uri}' AS OF SYSTEM TIME '{mid}' "
+                     "WITH into_db = 'r_mid'")
+        assert fingerprints(conn, "r_mid.t") == expected_mid
+        assert conn.execute("SELECT count(*) FROM r_mid.t WHERE v = 'first'").rows == [(750,)]
+    finally:
+        conn.close()
