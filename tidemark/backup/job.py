@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,11 +105,13 @@ def load_secrets(node: Node, ref: str) -> Secrets:
     return msgspec.msgpack.decode(raw, type=Secrets)
 
 
-def scratch_dir(node: Node) -> Path:
-    """A private temporary folder inside the store (same disk: no cross-device copies)."""
-    base = Path(node.engine.root) / "tmp"
-    base.mkdir(exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=base))
+def scratch_dir(node: Node, job_id: int) -> Path:
+    """The job's private temporary folder inside the store (same disk: no cross-device
+    copies). Emptied first: what a killed run of the same job left there goes."""
+    path = Path(node.engine.root) / "tmp" / f"job-{job_id}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 def encryption_key(info: EncryptionInfo | None, passphrase: str | None) -> EncryptionKey | None:
@@ -252,7 +253,7 @@ class BackupResumer:
         work = msgspec.msgpack.decode(cp["work"], type=list[WorkItem])
         done: list[list[Any]] = list(cp["done"])  # [work index, BackupFile as builtins|None]
         finished = {e[0] for e in done}
-        scratch = scratch_dir(node)
+        scratch = scratch_dir(node, self.job_id)
         first = True
         try:
             for i, item in enumerate(work):

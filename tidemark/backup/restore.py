@@ -151,7 +151,7 @@ class RestoreResumer:
                   "rebuilt": []}
             ctx.progress(0.0, checkpoint=cp, running_status="restoring data")
         storage = open_storage(secrets.uri, storage_context(node))
-        scratch = scratch_dir(node)
+        scratch = scratch_dir(node, self.job_id)
         try:
             done = set(cp["done"])
             first = True
