@@ -284,7 +284,11 @@ def plan_spans(tables: list[TableDescriptor], prev: Manifest | None, *,
             span = _index_span(desc.id, index.id)
             if span not in seen:
                 seen.add(span)
-                add(span, None, None if span in prev_spans else "new")
+                old = prev_tables.get(desc.id)
+                if old is None or span not in prev_spans:
+                    add(span, None, "new")
+                else:  # an arrival window completes it only if read uncapped before too
+                    add(span, None, None if _mode(old) == ("PUBLIC", 0) else "offline")
     if full_cluster:
         span = MSpan(*SETTINGS_SPAN)
         add(span, None, None if span in prev_spans else "new")
