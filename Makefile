@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint clean nemesis
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q -n 2
+
+NEMESIS_SEEDS ?= 1..20
+NEMESIS_STEPS ?= 40
+
+nemesis: $(STAMP)
+	$(BIN)/tidemark nemesis --seeds $(NEMESIS_SEEDS) --steps $(NEMESIS_STEPS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -61,10 +61,10 @@ def connect(store: Path):
     return conn
 
 
-def fill(conn, table: str, rows: int, start: int = 0) -> None:
+def fill(conn, table: str, rows: int) -> None:
     conn.execute(f"CREATE TABLE {table} {SCHEMA.format(t=table.rpartition('.')[2])}")
-    for lo in range(start, start + rows, 2000):
-        hi = min(start + rows, lo + 2000)
+    for lo in range(0, rows, 2000):
+        hi = min(rows, lo + 2000)
         conn.execute(f"INSERT INTO {table} VALUES " + ", ".join(
             f"({i}, 'v{i % 37}', {i % 1000}, 'w{i}')" for i in range(lo, hi)))
 

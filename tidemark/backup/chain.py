@@ -95,9 +95,18 @@ def load_chain(storage: ExternalStorage, subdir: str, key: EncryptionKey | str |
             raise SQLError(f"{storage.uri}: no backup found: the collection has no LATEST",
                            code="58P01", hint="take a full backup with BACKUP ... INTO first")
         subdir = latest
-    layers = []
+    layers: list[Layer] = []
     for d in destination.chain(storage, subdir):
-        layers.append(Layer(d, manifest.read_manifest(storage, d, key)))
+        m = manifest.read_manifest(storage, d, key)
+        if layers and m.start_time != layers[-1].manifest.end_time:
+            # A layer without its manifest is skipped by the listing: never restore over it.
+            raise SQLError(
+                f"{storage.uri}{d}: the backup chain has a gap: this layer starts at "
+                f"{format_ts(m.start_time)} but the one before it ({layers[-1].dir}) ends at "
+                f"{format_ts(layers[-1].manifest.end_time)}", code="XXC02",
+                hint="a layer between them is missing or lost its manifest; restore to a time "
+                "before the gap FROM an earlier layer, and run `tidemark backup doctor`")
+        layers.append(Layer(d, m))
     return Chain(subdir, layers)
 
 

@@ -24,12 +24,12 @@ structural (manifests, plus the data files unless ``files=False``)
                              is in every layer from that base to k (RESTORE refuses otherwise).
 
 semantic (manifests only; DESIGN.md "Backup")
-    ``semantic.reintroduce`` for consecutive layers k-1, k: an index that is PUBLIC in k while
-                             in k-1 its table was OFFLINE (or importing at another timestamp)
-                             or the index was DELETE_ONLY, WRITE_ONLY or absent, must be in k's
-                             ``introduced_spans``; otherwise entries written (MVCC timestamp)
-                             before k-1's end that arrived after it (backfill, import, restore
-                             ingestion) are in no layer;
+    ``semantic.reintroduce`` for consecutive layers k-1, k: an index of a PUBLIC table that
+                             is PUBLIC in k while in k-1 its table was OFFLINE (importing or
+                             restoring) or the index was DELETE_ONLY, WRITE_ONLY or absent (the
+                             table present), must be in k's ``introduced_spans``; otherwise
+                             entries written (MVCC timestamp) before k-1's end that arrived
+                             after it (backfill, import, restore ingestion) are in no layer;
     ``semantic.not_public``  (warning) a layer exported the span of an index that was not
                              PUBLIC, or of a table being restored: what the unsafe testing
                              mode does; restores never show such an index, but it is a sign
@@ -66,7 +66,9 @@ storage) raise ``DoctorError``.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import functools
 import re
 import tempfile
 from collections.abc import Iterator
@@ -101,8 +103,10 @@ from tidemark.catalog.descriptors import (
 from tidemark.clock import format_ts
 from tidemark.cloud import CloudError, StorageContext, open_storage, parse_uri, redact_uri
 from tidemark.cloud.codec import (
+    DataFileError,
     EncryptionRequiredError,
     NotEncryptedError,
+    UnsupportedFormatError,
     WrongPassphraseError,
 )
 from tidemark.cloud.storage import ExternalStorage
@@ -329,7 +333,7 @@ class Report:
 # -- helpers ------------------------------------------------------------------------------
 
 
-def when(ts: int) -> str:
+def _when(ts: int) -> str:
     """A timestamp as users type it back (AS OF SYSTEM TIME), with its UTC time."""
     dt = datetime.fromtimestamp(ts // 10**9, tz=UTC)
     return f"{format_ts(ts)} ({dt:%Y-%m-%d %H:%M:%S}.{(ts // 10**6) % 1000:03d} UTC)"
@@ -346,11 +350,14 @@ _SETTINGS = Span(*SETTINGS_SPAN)
 class _Names:
     """Descriptors of one layer (as of its end time), decoded once; names for spans."""
 
-    def __init__(self, m: Manifest):
+    def __init__(self, m: Manifest, cache: dict[bytes, Any] | None = None):
         self.tables: dict[int, TableDescriptor] = {}
         self.dbs: dict[int, str] = {}
+        cache = {} if cache is None else cache  # encoded -> decoded: layers share most
         for e in m.descriptors:
-            d = decode_descriptor(e.descriptor)
+            d = cache.get(e.descriptor)
+            if d is None:
+                d = cache[e.descriptor] = decode_descriptor(e.descriptor)
             if isinstance(d, TableDescriptor):
                 self.tables[d.id] = d
             elif isinstance(d, DatabaseDescriptor):
@@ -364,7 +371,7 @@ class _Names:
         if span == _SETTINGS:
             return None, None, "the cluster settings"
         try:
-            table_id, index_id = decode_index_prefix(span.start)[:2]
+            table_id, index_id = _span_ids(span.start)
         except Exception:  # a span that is not an index span: name its keys
             return None, None, f"the span {span.start.hex()}..{span.end.hex()}"
         t = self.tables.get(table_id)
@@ -373,6 +380,27 @@ class _Names:
         index = _find_index(t, index_id)
         iname = index.name if index is not None else str(index_id)
         return self.table_name(t), iname, f'index "{iname}" of table "{self.table_name(t)}"'
+
+
+@functools.lru_cache(maxsize=65536)
+def _span_ids(start: bytes) -> tuple[int, int]:
+    """(table ID, index ID) of an index span's start key (raises on other keys)."""
+    table_id, index_id = decode_index_prefix(start)[:2]
+    return table_id, index_id
+
+
+def _files_outside(m: Manifest) -> list[str]:
+    """Paths of the layer's files whose keys are not within one of its spans."""
+    spans = sorted(m.spans, key=lambda s: s.start)
+    starts = [s.start for s in spans]
+    out = []
+    for f in m.files:
+        i = bisect.bisect_right(starts, f.span.start) - 1
+        # Spans may nest (never in practice): fall back to a scan when the nearest misses.
+        if not (i >= 0 and f.span.end <= spans[i].end) and not any(
+                s.start <= f.span.start and f.span.end <= s.end for s in spans):
+            out.append(f.path)
+    return out
 
 
 def _find_index(t: TableDescriptor, index_id: int) -> Index | None:
@@ -534,6 +562,7 @@ class _ChainCheck:
         self.unreadable = False
         # (table id, index id) -> [(first layer, last layer)] of repaired findings.
         self.repaired: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        self._decoded: dict[bytes, Any] = {}
 
     def problem(self, severity: Severity, check: str, layer: str | None, message: str,
                 **kw: Any) -> None:
@@ -545,10 +574,15 @@ class _ChainCheck:
     def run(self) -> None:
         if not self._read():
             return
-        self._chain()
         self._times()
         if self.files:
             self._files()
+        if self.layers[0].dir != self.subdir:
+            self.report.notes.append(Note(
+                "structural.coverage", None, "chain, coverage and semantic checks skipped: "
+                "they start from the full backup, whose manifest cannot be read"))
+            return
+        self._chain()
         self._coverage()
         self._semantic()
 
@@ -588,8 +622,14 @@ class _ChainCheck:
                     raise
                 self._unreadable(d, "structural.manifest", exc)
                 continue
+            except UnsupportedFormatError as exc:  # the codec's own framing is too new
+                self._unreadable(d, "structural.format", exc)
+                continue
+            except DataFileError as exc:
+                self._unreadable(d, "structural.manifest", exc)
+                continue
             self.layers.append(Layer(d, m))
-            self.names.append(_Names(m))
+            self.names.append(_Names(m, self._decoded))
             self.report.layers.append(LayerSummary(
                 d, True, m.backup_type, m.start_time, m.end_time, m.mvcc_filter,
                 m.format_version, m.cluster_version, len(m.files),
@@ -672,8 +712,7 @@ class _ChainCheck:
                 self.problem("error", "structural.chain", d,
                              f"{d} lists {len(stray)} introduced span(s) that are not among its "
                              "spans: the manifest is inconsistent")
-            outside = [f.path for f in m.files if not any(
-                s.start <= f.span.start and f.span.end <= s.end for s in m.spans)]
+            outside = _files_outside(m)
             if outside:
                 found += 1
                 self.problem("error", "structural.chain", d,
@@ -697,7 +736,7 @@ class _ChainCheck:
             if k == 0:
                 if layer.dir == self.subdir and m.start_time != 0:
                     self.problem("error", "structural.times", d,
-                                 f"the full backup starts at {when(m.start_time)}, not 0")
+                                 f"the full backup starts at {_when(m.start_time)}, not 0")
                 else:
                     self.ran(d, "structural.times", f"(0, {format_ts(m.end_time)}]")
                 continue
@@ -708,14 +747,16 @@ class _ChainCheck:
                          f"({format_ts(m.start_time)}, {format_ts(m.end_time)}]")
             elif m.start_time > pe:
                 self.problem("error", "structural.times", d,
-                             f"{d} starts at {when(m.start_time)} but the layer before it, "
-                             f"{prev.dir}, ends at {when(pe)}: nothing in the chain holds "
+                             f"{d} starts at {_when(m.start_time)} but the layer before it, "
+                             f"{prev.dir}, ends at {_when(pe)}: nothing in the chain holds "
                              f"what changed in ({format_ts(pe)}, {format_ts(m.start_time)}] — "
-                             "a layer is missing (its manifest deleted or unreadable)")
+                             "a layer is missing (its manifest deleted or unreadable), and "
+                             f"restores to {format_ts(m.start_time)} or later lack those "
+                             "changes")
             else:
                 self.problem("error", "structural.times", d,
-                             f"{d} starts at {when(m.start_time)}, before the layer before "
-                             f"it, {prev.dir}, ends ({when(pe)}): the layers overlap")
+                             f"{d} starts at {_when(m.start_time)}, before the layer before "
+                             f"it, {prev.dir}, ends ({_when(pe)}): the layers overlap")
 
     def _files(self) -> None:
         for layer in self.layers:
@@ -791,7 +832,7 @@ class _ChainCheck:
         if fixed is None or span == _SETTINGS:
             return
         with contextlib.suppress(Exception):
-            table_id, index_id = decode_index_prefix(span.start)[:2]
+            table_id, index_id = _span_ids(span.start)
             self.repaired.setdefault((table_id, index_id), []).append((first, last))
 
     # -- semantic ------------------------------------------------------------------------
@@ -810,12 +851,13 @@ class _ChainCheck:
             introduced = {i.span for i in layer.manifest.introduced_spans}
             transitions = 0
             for t in names.tables.values():
-                if t.state is DescState.DROP or (t.state is DescState.OFFLINE and
-                                                 t.offline_reason != "importing"):
-                    continue  # no spans in a safe layer
+                if t.state is not DescState.PUBLIC:
+                    continue  # OFFLINE (importing, restoring) or dropped: not yet readable
                 old = prev.tables.get(t.id)
                 if old is None:
                     continue  # a new table: its spans are "new"; coverage checks those
+                if old is t:
+                    continue  # the same descriptor bytes (decoded once): nothing changed
                 for index in t.public_indexes():
                     why = _why_reintroduce(old, t, index)
                     if why is None:
@@ -838,7 +880,7 @@ class _ChainCheck:
             if span == _SETTINGS:
                 continue
             try:
-                table_id, index_id = decode_index_prefix(span.start)[:2]
+                table_id, index_id = _span_ids(span.start)
             except Exception:
                 continue
             t = names.tables.get(table_id)
@@ -872,7 +914,7 @@ class _ChainCheck:
         what = "rows" if index.id == t.primary_index.id else "entries"
         msg = (f'index "{index.name}" of table "{tname}" is PUBLIC in {layer.dir} but '
                f"{why[1]} in the layer before it, {prev.dir}, and {layer.dir} does not "
-               f"re-export it from time zero: {what} written before {when(pe)} that arrived "
+               f"re-export it from time zero: {what} written before {_when(pe)} that arrived "
                f"after it may be missing from restores to times after {format_ts(pe)} up to "
                f"{format_ts(layers[last].manifest.end_time)}")
         msg += self._fixed_text(fixed)
@@ -883,18 +925,10 @@ class _ChainCheck:
 
 def _why_reintroduce(old: TableDescriptor, new: TableDescriptor, index: Index
                      ) -> tuple[str, str] | None:
-    """(introduced reason, what it was) when ``index`` of ``new`` needs re-exporting from time
-    zero after ``old`` (the previous layer's descriptor), else None."""
+    """(introduced reason, what it was) when ``index`` of ``new`` (a PUBLIC table) needs
+    re-exporting from time zero after ``old`` (the previous layer's descriptor), else None."""
     if old.state is DescState.OFFLINE:
-        if new.state is DescState.PUBLIC:
-            reason = old.offline_reason or "offline"
-            return "offline", f"its table was OFFLINE ({reason})"
-        if old.import_ts != new.import_ts:
-            return "offline", "its table was importing at another timestamp"
-    elif new.state is DescState.OFFLINE:
-        # PUBLIC before, importing now: the safe planner caps the spans below the import and
-        # re-exports them (another cap than the previous layer's).
-        return "offline", "its table was PUBLIC (now importing)"
+        return "offline", f"its table was OFFLINE ({old.offline_reason or 'offline'})"
     before = _find_index(old, index.id)
     if before is None:
         return "non_public_index", "the index did not exist"

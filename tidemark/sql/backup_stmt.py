@@ -204,7 +204,7 @@ def run_backup(session: Session, stmt: ast.Backup, params: Sequence[Any],
         collection=redact_uri(uri), secret_ref=ref, end_time=end,
         revision_history=bool(opts.get("revision_history")),
         full_cluster=targets.full_cluster, databases=targets.databases, tables=targets.tables,
-        unsafe=bool(session.node.settings.get(UNSAFE_SETTING.name)),
+        unsafe=bool(session.node.settings.get(UNSAFE_SETTING.name)) and not reintroduce,
         reintroduce=list(reintroduce), **details)
 
     def create(txn: Txn) -> int:
