@@ -20,7 +20,7 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q -n 2
 
-NEMESIS_SEEDS ?= 1..20
+NEMESIS_SEEDS ?= 1..200
 NEMESIS_STEPS ?= 40
 
 nemesis: $(STAMP)

@@ -23,6 +23,7 @@ tombstones; nothing half-restored ever becomes PUBLIC.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 from pathlib import Path
@@ -44,11 +45,12 @@ from tidemark.cloud import FileNotFound, codec, open_storage
 from tidemark.cloud.codec import CorruptFileError, EncryptionKey
 from tidemark.cloud.storage import ExternalStorage
 from tidemark.cluster.versions import VERSION_SETTING
-from tidemark.errors import TidemarkError
+from tidemark.errors import ProtectionError, TidemarkError
 from tidemark.jobs.record import JobRecord
 from tidemark.jobs.registry import JobContext, register_resumer
 from tidemark.kv.keys import decode_datums, index_prefix, prefix_end, table_prefix
 from tidemark.kv.txn import Txn
+from tidemark.storage.engine import Span
 from tidemark.storage.sqlite import merge_exports, read_export
 
 __all__ = ["PAUSE_AFTER_FIRST_CHUNK", "RESTORE", "RestoreDetails", "RestoreResumer",
@@ -147,8 +149,15 @@ class RestoreResumer:
         key = encryption_key(d.encryption, secrets.passphrase)
         cp = dict(ctx.checkpoint)
         if "ts" not in cp:
-            cp = {"ts": node.db.now(), "done": [], "rows": 0, "index_entries": 0, "bytes": 0,
-                  "rebuilt": []}
+            ts = node.db.now()
+            # Protected so that GC passing W while the job is paused does not refuse its
+            # remaining writes at W.
+            spans = [Span(table_prefix(t.new_id), prefix_end(table_prefix(t.new_id)))
+                     for t in d.tables]
+            protection = node.engine.protect(ts, spans, owner=f"job {self.job_id}").id \
+                if spans else None
+            cp = {"ts": ts, "done": [], "rows": 0, "index_entries": 0, "bytes": 0,
+                  "rebuilt": [], "protection": protection}
             ctx.progress(0.0, checkpoint=cp, running_status="restoring data")
         storage = open_storage(secrets.uri, storage_context(node))
         scratch = scratch_dir(node, self.job_id)
@@ -182,7 +191,14 @@ class RestoreResumer:
             cp["validated"] = True
             ctx.progress(checkpoint=cp)
         node.db.run(self._publish)
+        self._release(node, cp)
         node.engine.delete_secret(d.secret_ref)
+
+    @staticmethod
+    def _release(node: Any, cp: dict[str, Any]) -> None:
+        if cp.get("protection"):
+            with contextlib.suppress(ProtectionError):
+                node.engine.release(cp["protection"])
 
     def _restore_span(self, node: Any, storage: ExternalStorage, key: EncryptionKey | None,
                       scratch: Path, span: RestoreSpan, ts: int) -> None:
@@ -310,6 +326,7 @@ class RestoreResumer:
                         catalog.set_name(txn, 0, desc.name, None)
 
         node.db.run(drop)
+        self._release(node, ctx.checkpoint)
         for t in d.tables:
             p = table_prefix(t.new_id)
             node.engine.delete_range(p, prefix_end(p))

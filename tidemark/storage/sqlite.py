@@ -158,6 +158,19 @@ def _resolve_store_path(path: str | os.PathLike[str], create: bool) -> Path:
     return db_path
 
 
+def _bounds(rows: list[tuple[bytes, bytes | None]]) -> Span | None:
+    if not rows:
+        return None
+    keys = [k for k, _ in rows]
+    return Span(min(keys), max(keys) + b"\x00")
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The first key after every key starting with ``prefix`` (as kv.keys.prefix_end)."""
+    stripped = prefix.rstrip(b"\xff")
+    return stripped[:-1] + bytes([stripped[-1] + 1]) if stripped else KEY_MAX
+
+
 def _merge_spans(spans: Iterable[Span]) -> list[Span]:
     merged: list[Span] = []
     for s in sorted(spans):
@@ -485,7 +498,8 @@ class SQLiteEngine:
                 self._check_guard(conn, guard)
             write_ts = commit_ts if ts is None else ts
             if ts is not None:
-                self._check_write_ts(conn, ts, commit_ts)
+                rows = rows if isinstance(rows, list) else list(rows)
+                self._check_write_ts(conn, ts, commit_ts, lambda: _bounds(rows))
             before = conn.total_changes()
             conn.executemany(
                 f"INSERT OR IGNORE INTO versions VALUES (?, {int(write_ts)}, {commit_ts}, ?)",
@@ -528,8 +542,18 @@ class SQLiteEngine:
             count = conn.changes()
         return now, count
 
-    def _check_write_ts(self, conn: apsw.Connection, ts: int, commit_ts: int) -> None:
+    def _check_write_ts(self, conn: apsw.Connection, ts: int, commit_ts: int,
+                        span: Callable[[], Span | None] | None = None) -> None:
+        """Refuse a write below the GC threshold, unless a protected timestamp at or below
+        ``ts`` covers the written ``span`` (GC kept that span's history there: a job that
+        protected its write timestamp can resume after GC passed it)."""
         threshold = self._meta(conn, "gc_threshold")
+        if ts < threshold and span is not None:
+            written = span()
+            if written is not None and any(
+                    r.ts <= ts and any(s.covers(written) for s in r.spans)
+                    for r in self._records_in(conn)()):
+                threshold = ts
         if ts < threshold:
             raise GCThresholdError(
                 f"cannot write at {format_ts(ts)}: it is below the GC threshold "
@@ -665,7 +689,9 @@ class SQLiteEngine:
                 else:
                     write_ts = commit_ts if ts is None else ts
                     if ts is not None:
-                        self._check_write_ts(conn, ts, commit_ts)
+                        news = [new for _, new in rewrites]
+                        self._check_write_ts(conn, ts, commit_ts, lambda: Span(
+                            min(news), _prefix_end(max(news))) if news else None)
                     latest = ("SELECT key, ts, value FROM imp.versions" if one_per_key else
                               "SELECT key, max(ts) AS ts, value FROM imp.versions "
                               f"WHERE 1{as_of_cond} GROUP BY key")
