@@ -133,9 +133,14 @@ def _table(summaries: list[nemesis.Summary], elapsed: float) -> Table:
         ("doctor: healthy", verdicts.count("healthy")),
         ("doctor: problems", verdicts.count("problems")),
         ("doctor: not run / error", verdicts.count("not run") + verdicts.count("error")),
+        ("doctor missed (chain lost data, said healthy)",
+         sum(len(s.doctor_missed) for s in summaries)),
+        ("doctor flagged a chain that restored exactly",
+         sum(len(s.doctor_flagged_intact) for s in summaries)),
     ]
     bad = {"restores diverged", "divergences (tables)", "indexes rebuilt by RESTORE",
-           "unexpected errors", "doctor: problems"}
+           "unexpected errors", "doctor: problems",
+           "doctor missed (chain lost data, said healthy)"}
     for what, n in rows:
         style = "red" if what in bad and n and not unsafe else \
             "yellow" if what in bad and n else None

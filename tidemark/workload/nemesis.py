@@ -95,6 +95,8 @@ class Summary:
     known_issues: list[str] = field(default_factory=list)
     doctor: dict[str, str] = field(default_factory=dict)  # collection -> verdict
     doctor_problems: list[str] = field(default_factory=list)
+    doctor_missed: list[str] = field(default_factory=list)  # lost data, doctor said healthy
+    doctor_flagged_intact: list[str] = field(default_factory=list)  # flagged, restored exactly
     seconds: float = 0.0
 
     diverged: set[str] = field(default_factory=set)  # the restores (labels) that diverged
@@ -106,7 +108,7 @@ class Summary:
     @property
     def ok(self) -> bool:
         """No divergence, rebuilt index or unexpected error (the default mode's verdict)."""
-        return not (self.divergences or self.rebuilt or self.unexpected)
+        return not (self.divergences or self.rebuilt or self.unexpected or self.doctor_missed)
 
     @property
     def detected(self) -> bool:
@@ -127,6 +129,8 @@ class Summary:
                 "rebuilt": self.rebuilt, "unexpected": self.unexpected,
                 "known_issues": self.known_issues,
                 "doctor": self.doctor, "doctor_problems": self.doctor_problems,
+                "doctor_missed": self.doctor_missed,
+                "doctor_flagged_intact": self.doctor_flagged_intact,
                 "seconds": round(self.seconds, 2)}
 
 
@@ -676,6 +680,15 @@ class Nemesis:
             return
         errors = [p for p in report.problems if p.severity == "error"]
         self.summary.doctor[c.coll] = "healthy" if report.healthy else "problems"
+        # The doctor's accuracy: a chain whose restores lost data (or needed an index rebuilt)
+        # must be flagged; one that restored exactly is flagged only in the unsafe mode,
+        # whose chains are invalid by construction even when this schedule lost nothing.
+        lost = any(w.startswith(c.coll + " ") for w in self.summary.diverged) or \
+            any(r.startswith(c.coll + " ") for r in self.summary.rebuilt)
+        if lost and report.healthy:
+            self.summary.doctor_missed.append(c.coll)
+        elif not lost and not report.healthy:
+            self.summary.doctor_flagged_intact.append(c.coll)
         self.summary.doctor_problems += [f"{c.coll}: {p.check}: {p.message}" for p in errors]
 
     def close(self) -> None:
