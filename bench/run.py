@@ -1,13 +1,19 @@
-"""Run every benchmark and print its table: `make bench` (or `python bench/run.py`)."""
+"""Run every benchmark and print its table: `make bench` (or `python bench/run.py`).
+
+``TIDEMARK_BENCH_SCALE`` (default 1) scales the backup benchmark's store sizes (2M versions for
+the time ratios, 1M and 5M for peak RSS), e.g. ``TIDEMARK_BENCH_SCALE=0.1 make bench``.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import backfill_bench
+import backup_bench
 import sql_bench
 import storage_bench
 
@@ -24,6 +30,9 @@ def main() -> None:
     print("== index backfill (200k rows; reference: SQLite CREATE INDEX) ==")
     for name, value, ratio in backfill_bench.run(200_000):
         print(f"{name:32} {value:>44}   {ratio}")
+    scale = float(os.environ.get("TIDEMARK_BENCH_SCALE", "1"))
+    backup_bench.report(int(2_000_000 * scale),
+                        (int(1_000_000 * scale), int(5_000_000 * scale)))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ layer's end time, and the previous layer's manifest for an incremental:
 
 The unsafe mode (``testing.backup.unsafe_mvcc_window_incrementals``) reproduces the classic
 broken behaviour for tests of the detection tools: non-PUBLIC indexes and OFFLINE tables are
-exported as they are, incrementals select by MVCC timestamp, and nothing is re-introduced.
+exported as they are, incrementals select by MVCC timestamp, and spans are introduced only
+when new to the chain, never re-introduced.
 """
 
 from __future__ import annotations
@@ -240,7 +241,7 @@ def plan_spans(tables: list[TableDescriptor], prev: Manifest | None, *,
         out.spans.append(span)
         if prev is None:
             out.exports.append((span, "mvcc", 0, cap))
-        elif unsafe:
+        elif unsafe and reason is None:
             out.exports.append((span, "mvcc", start, cap))
         elif reason is None:
             out.exports.append((span, "arrival", start, cap))
@@ -253,8 +254,11 @@ def plan_spans(tables: list[TableDescriptor], prev: Manifest | None, *,
             # The classic mistake: every index as it is, whatever its state.
             if table.state is DescState.DROP:
                 continue
+            # Spans new to the chain are still exported from time zero (the classic
+            # systems did that); spans that were offline or not public are not.
             for index in (table.primary_index, *table.indexes):
-                add(_index_span(table.id, index.id), None, None)
+                span = _index_span(table.id, index.id)
+                add(span, None, None if span in prev_spans else "new")
             continue
         if table.state is DescState.OFFLINE and table.offline_reason != IMPORTING:
             continue  # being restored: recorded, no data yet

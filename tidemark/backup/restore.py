@@ -169,9 +169,11 @@ class RestoreResumer:
                     continue
                 self._restore_span(node, storage, key, scratch, span, cp["ts"])
                 cp["done"] = [*cp["done"], i]
-                # What the table now holds (files may hold superseded versions, tombstones).
-                rows = node.engine.count_live(span.new_prefix, prefix_end(span.new_prefix),
-                                              cp["ts"])
+                # What the table now holds: a single layer's files hold one live version per
+                # key; merged layers hold superseded versions and tombstones, so count those.
+                rows = node.engine.count_live(
+                    span.new_prefix, prefix_end(span.new_prefix), cp["ts"]) if span.merge \
+                    else sum(f.file.rows for f in span.files)
                 cp["rows" if span.index_id == 1 else "index_entries"] += rows
                 cp["bytes"] += sum(f.file.size for f in span.files)
                 ctx.progress(len(cp["done"]) / max(1, len(d.spans)) * 0.95, checkpoint=cp)
