@@ -58,7 +58,7 @@ def _layer_label(chain: doc.ChainReport, layer: str | None) -> str:
     return "+ " + layer.removeprefix(prefix)
 
 
-def _print_chain(console: Console, chain: doc.ChainReport, verbose: bool) -> None:
+def print_chain(console: Console, chain: doc.ChainReport, verbose: bool) -> None:
     errors = sum(p.severity == "error" for p in chain.problems)
     warnings = len(chain.problems) - errors
     state = "[green]healthy[/]" if chain.healthy else f"[bold red]{errors} error(s)[/]"
@@ -177,7 +177,7 @@ def doctor(
     def show(report: doc.Report) -> None:
         if not as_json:
             for chain in report.chains:
-                _print_chain(console, chain, verbose)
+                print_chain(console, chain, verbose)
 
     report = run()
     show(report)

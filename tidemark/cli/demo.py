@@ -9,8 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tidemark.backup import doctor
 from tidemark.catalog.descriptors import IndexState
 from tidemark.catalog.rowcodec import decode_row
+from tidemark.cli.backup import print_chain
 from tidemark.cli.sql import Format, print_result
 from tidemark.clock import format_ts
 from tidemark.cluster.node import Node
@@ -119,7 +121,23 @@ def _run(console: Console, node: Node, tmp: Path) -> None:
     console.print("tidemark backs up by arrival; the index is complete in every restore.")
     sql("SHOW FINGERPRINTS FROM TABLE bank")
 
-    console.rule("[bold]4. BACKUP, an incremental, and a point-in-time RESTORE")
+    console.rule("[bold]4. GC keeps only what a protected timestamp or the TTL needs")
+    sql("SET CLUSTER SETTING gc.ttlseconds = 1", show=False)
+    record = node.engine.protect(int(before), [Span(b"", b"\xff")], owner="demo backup")
+    stats = node.run_gc(now=node.db.now() + 2 * 10**9)
+    console.print(f"GC with a protected timestamp removed {stats.removed} versions")
+    sql(f"SELECT * FROM bank AS OF SYSTEM TIME {before}", show=False)
+    console.print("the protected past is still readable")
+    node.engine.release(record.id)
+    stats = node.run_gc(now=node.db.now() + 2 * 10**9)
+    console.print(f"after releasing it, GC removed {stats.removed} versions")
+    try:
+        sess.execute(f"SELECT * FROM bank AS OF SYSTEM TIME {before}")
+    except TidemarkError as exc:
+        console.print(f"[dim]{exc.message}")
+    sql("SHOW CLUSTER SETTING version")
+
+    console.rule("[bold]5. BACKUP, an incremental, and a point-in-time RESTORE")
     coll = "nodelocal://self/backups"
     sql(f"BACKUP INTO '{coll}' WITH revision_history")
     sql("UPDATE bank SET balance = balance + 5 WHERE id = 3", show=False)
@@ -134,7 +152,7 @@ def _run(console: Console, node: Node, tmp: Path) -> None:
     restored = sess.execute("SHOW FINGERPRINTS FROM TABLE as_of_then.bank").rows
     _fingerprints(console, "bank AS OF SYSTEM TIME then", source, "as_of_then.bank", restored)
 
-    console.rule("[bold]5. A backup while CREATE INDEX is paused mid-backfill")
+    console.rule("[bold]6. A backup while CREATE INDEX is paused mid-backfill")
     sql("CREATE TABLE orders (id INT PRIMARY KEY, customer STRING, total INT)", show=False)
     sql("INSERT INTO orders VALUES " + ", ".join(
         f"({i}, 'c{i % 7}', {i * 3})" for i in range(1, 201)), show=False)
@@ -161,18 +179,8 @@ def _run(console: Console, node: Node, tmp: Path) -> None:
     console.print("The index was not PUBLIC in the full backup, so the incremental re-exported "
                   "it from time zero: the restore has every entry.")
 
-    console.rule("[bold]6. GC keeps only what a protected timestamp or the TTL needs")
-    sql("SET CLUSTER SETTING gc.ttlseconds = 1", show=False)
-    record = node.engine.protect(int(before), [Span(b"", b"\xff")], owner="demo backup")
-    stats = node.run_gc(now=node.db.now() + 2 * 10**9)
-    console.print(f"GC with a protected timestamp removed {stats.removed} versions")
-    sql(f"SELECT * FROM bank AS OF SYSTEM TIME {before}", show=False)
-    console.print("the protected past is still readable")
-    node.engine.release(record.id)
-    stats = node.run_gc(now=node.db.now() + 2 * 10**9)
-    console.print(f"after releasing it, GC removed {stats.removed} versions")
-    try:
-        sess.execute(f"SELECT * FROM bank AS OF SYSTEM TIME {before}")
-    except TidemarkError as exc:
-        console.print(f"[dim]{exc.message}")
-    sql("SHOW CLUSTER SETTING version")
+    console.rule("[bold]7. tidemark backup doctor checks the chain")
+    report = doctor.diagnose(orders, store=node.engine.root, deep=True)
+    for chain in report.chains:
+        print_chain(console, chain, False)
+    console.print("[green]healthy" if report.healthy else "[red]problems found")
