@@ -835,6 +835,15 @@ class SQLiteEngine:
         if versions_per_part < 1:
             raise ValueError("versions_per_part must be at least 1")
         conn, cuts, lo = self._conn(), [], span.start
+        conn.execute("PRAGMA mmap_size=0")  # a walk over the span: see export()
+        try:
+            return self._split_points(conn, span, versions_per_part, cuts, lo)
+        finally:
+            conn.execute(f"PRAGMA mmap_size={DEFAULT_MMAP_BYTES}")
+
+    @staticmethod
+    def _split_points(conn: apsw.Connection, span: Span, versions_per_part: int,
+                      cuts: list[bytes], lo: bytes) -> list[bytes]:
         while True:
             row = conn.execute(
                 "SELECT key FROM versions WHERE key > ? AND key < ? ORDER BY key "
