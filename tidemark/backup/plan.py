@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -218,7 +219,7 @@ class LayerSpans:
 
 def plan_spans(tables: list[TableDescriptor], prev: Manifest | None, *,
                full_cluster: bool, unsafe: bool, reintroduce: frozenset[MSpan] = frozenset(),
-               history: list[TableDescriptor] = ()) -> LayerSpans:  # type: ignore[assignment]
+               history: Sequence[TableDescriptor] = ()) -> LayerSpans:
     """The layer's spans, introduced spans and per-span export rule.
 
     ``reintroduce`` (from the doctor's repair) forces those spans to be exported from time
