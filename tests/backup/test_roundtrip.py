@@ -3,29 +3,37 @@
 Each hypothesis example opens a fresh store (a temporary directory, removed afterwards) with a
 database ``d`` of 1-3 tables (2-5 columns of INT, FLOAT, STRING, BOOL, BYTES and TIMESTAMP, a
 one- or two-column primary key, secondary indexes some DESC, some STORING, some UNIQUE: a
-unique index holds a primary-key column or a "wide" column whose values practically never
+unique index holds every primary-key column or a "wide" column whose values practically never
 repeat, so it stays unique; a statement that collides anyway fails and changes nothing). The
 first table exists from the start, the others are created by a step. Then a sequence of steps:
 
 * writes (at most 200 rows per table): INSERT ... ON CONFLICT DO NOTHING, UPSERT, UPDATE
   (of a primary key too), DELETE, and explicit transactions of several writes over tables,
   committed or rolled back;
-* CREATE [UNIQUE] INDEX (an online job, in small backfill batches, or inside a transaction;
-  a unique build over duplicates fails) and DROP INDEX;
+* CREATE [UNIQUE] INDEX (an online job, in small backfill batches, or inside a transaction
+  with writes) and DROP INDEX; a few unique builds go over columns that may hold duplicates:
+  such a build must fail with 23505, and what it wrote must not come back in any restore;
 * GC passes (``gc.ttlseconds`` and ``Node.run_gc(now)``) at a threshold no later than the
   end of the newest backup, so the next incremental still has its history; rarely a pass up
   to now, after which the next incremental must fail with XXC01 (history already removed)
   and a new full backup starts a new chain;
 * backups of ``DATABASE d`` into one collection: the first is full, then incrementals
   (``BACKUP ... INTO LATEST IN``), every layer of a chain WITH revision_history or none;
-  sometimes a new chain (a new full backup into the same collection).
+  sometimes a new chain (a new full backup into the same collection). Some backups are
+  taken AS OF SYSTEM TIME a past time (often mid schema change: a half-built index); LATEST
+  must name the newest full backup by end time, so a full backup of an older time starts a
+  chain that later incrementals do not extend.
+* CREATE INDEX jobs paused after their first backfill chunk (``jobs.debug.pausepoints``),
+  left WRITE_ONLY and half built across later steps and backups, then resumed or canceled.
 
 After every step the test reads ``cluster_logical_timestamp()`` and the source as of it: per
 table ``SHOW FINGERPRINTS`` (one per PUBLIC index, independent of table IDs) and the rows in
-primary-key order. After every backup it reads its end time (``SHOW BACKUP FROM LATEST IN``),
-the source as of that end time, and, in a revision-history chain, the source as of up to two
-arbitrary nanoseconds strictly inside the new layer (often within a schema change or a
-transaction: mid index backfill, say). Everything is read when it happens, before a later GC
+primary-key order. After every backup it reads its end time (``SHOW BACKUP FROM '<subdir>'
+IN``; ``SHOW BACKUP FROM LATEST IN`` must show the newest chain), the source as of that end
+time, and, in a revision-history chain, the source as of up to three arbitrary nanoseconds
+strictly inside the new layer (often a commit timestamp of a descriptor or of data, or the
+nanosecond before one, or a time within a schema change or transaction: mid index backfill,
+say). Everything is read when it happens, before a later GC
 pass can remove the history. A last backup ends every example.
 
 At the end every chain (its folder from ``SHOW BACKUPS``) is restored, with ``RESTORE
@@ -62,7 +70,7 @@ from hypothesis import strategies as st
 
 import tidemark
 from tidemark.clock import NANOS_PER_SECOND, format_ts
-from tidemark.errors import TidemarkError
+from tidemark.errors import JobPausedError, TidemarkError
 from tidemark.kv.keys import index_prefix, prefix_end
 from tidemark.kv.system import DESCRIPTOR_TABLE_ID, PRIMARY_INDEX_ID
 from tidemark.storage.engine import KEY_MAX
@@ -78,10 +86,13 @@ FLOATS = (-2.5, -1.0, 0.0, 0.25, 0.5, 1.0, 1.5, 7.75, 1e300)
 EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 WRITE_ERRORS = {"23505", "23502", "21000"}  # unique, NOT NULL, a row proposed twice
 GC_ERROR = "XXC01"  # an incremental whose history GC already removed
+FOLDER_NANOS = 10**7  # backup folders are named by their end time, to 10 ms
 DB = "d"
 
 STEPS = (["insert"] * 5 + ["update"] * 2 + ["delete", "txn"] + ["create_index"] * 2 +
-         ["drop_index", "create_table", "gc", "gc_all"] + ["backup"] * 3 + ["new_chain"])
+         ["paused_index", "finish_job", "drop_index", "create_table", "gc", "gc_all"] +
+         ["backup"] * 3 + ["new_chain"])
+PAUSE_POINT = "indexbackfill.after_first_chunk"
 
 
 # --- schema -----------------------------------------------------------------------------------
@@ -144,14 +155,16 @@ class Table:
     def order_by(self) -> str:
         return " ORDER BY " + ", ".join(self.pk_names)
 
-    def new_index(self, rnd: random.Random) -> Idx:
+    def new_index(self, rnd: random.Random, may_collide: bool = False) -> Idx:
+        """A new index; UNIQUE only where the values stay unique (every primary-key column
+        or a wide column in the key), unless ``may_collide``: a build that may meet
+        duplicates, and then fails."""
         name = f"{self.name}_i{self.next_index}"
         self.next_index += 1
         cols = rnd.sample(self.names, rnd.randint(1, min(2, len(self.names))))
         key = tuple((c, rnd.random() < 0.4) for c in cols)
-        # Unique only where the values stay unique: a primary-key or a wide column in the key.
-        can_be_unique = any(c in self.pk_names or self.col(c).wide for c in cols)
-        unique = can_be_unique and rnd.random() < 0.5
+        stays_unique = set(self.pk_names) <= set(cols) or any(self.col(c).wide for c in cols)
+        unique = (stays_unique or may_collide) and rnd.random() < 0.5
         rest = [c for c in self.names if c not in cols and c not in self.pk_names]
         storing: tuple[str, ...] = ()
         if rest and rnd.random() < 0.4:
@@ -215,6 +228,10 @@ def random_row(rnd: random.Random, t: Table) -> list[Any]:
     return [random_value(rnd, c, key=c.name in t.pk_names) for c in t.cols]
 
 
+def aost_sql(ts: int | None) -> str:
+    return "" if ts is None else f" AS OF SYSTEM TIME {format_ts(ts)}"
+
+
 # --- what the source held at a time -----------------------------------------------------------
 
 # table name -> (SHOW FINGERPRINTS rows: (index name, fingerprint) per PUBLIC index, rows)
@@ -248,10 +265,12 @@ class History:
         self.chains: list[Chain] = []
         self.samples: list[tuple[int, State]] = []  # (time, source then), after each step
         self.windows: list[tuple[int, int]] = []  # (before, after) a schema change or txn
-        self.start = 0  # a time after CREATE DATABASE
+        # After the first CREATE TABLE: SHOW BACKUP lists tables, a layer without is unseen.
+        self.start = 0
         self.gc_threshold = 0  # the store's, as the last GC pass left it
         self.restored = 0
         self.stats: dict[str, int] = {}
+        self.paused: list[tuple[Table, Idx, int]] = []  # CREATE INDEX jobs paused mid backfill
 
     def count(self, what: str) -> None:
         self.stats[what] = self.stats.get(what, 0) + 1
@@ -302,7 +321,7 @@ class History:
         """The source's PUBLIC indexes are those the test thinks it built."""
         assert set(state) == {t.name for t in self.live()}
         for t in self.live():
-            assert [name for name, _ in state[t.name][0]] == t.index_names(), t.name
+            assert sorted(name for name, _ in state[t.name][0]) == sorted(t.index_names())
 
     # -- steps --
 
@@ -311,7 +330,8 @@ class History:
         getattr(self, f"step_{kind}")(rnd)
         ts = self.now()
         self.samples.append((ts, self.state_at(ts)))
-        if kind in ("txn", "create_index", "drop_index", "create_table"):
+        if kind in ("txn", "create_index", "paused_index", "finish_job", "drop_index",
+                    "create_table"):
             self.windows.append((before, ts))
 
     def pick_time(self, rnd: random.Random, lo: int, hi: int) -> int | None:
@@ -419,9 +439,9 @@ class History:
 
     def step_create_index(self, rnd: random.Random) -> None:
         t = rnd.choice(self.live())
-        if len(t.indexes) >= MAX_INDEXES:
+        if len(t.indexes) + sum(p[0] is t for p in self.paused) >= MAX_INDEXES:
             return self.step_drop_index(rnd, t)
-        idx = t.new_index(rnd)
+        idx = t.new_index(rnd, may_collide=rnd.random() < 0.2)
         create = "CREATE " + idx.sql().replace(" (", f" ON {t.name} (", 1)
         if rnd.random() < 0.25:
             self.sql("BEGIN")
@@ -436,6 +456,43 @@ class History:
         else:
             ok = self.write(create)
         if ok:
+            t.indexes.append(idx)
+
+    def step_paused_index(self, rnd: random.Random) -> None:
+        """CREATE INDEX whose backfill pauses after its first chunk: the index stays
+        WRITE_ONLY and half backfilled across later steps (writes, backups, GC) until a
+        finish_job step resumes or cancels it."""
+        t = rnd.choice(self.live())
+        if len(t.indexes) + sum(p[0] is t for p in self.paused) >= MAX_INDEXES:
+            return self.step_drop_index(rnd, t)
+        idx = t.new_index(rnd, may_collide=rnd.random() < 0.2)
+        self.sql(f"SET CLUSTER SETTING jobs.debug.pausepoints = '{PAUSE_POINT}'")
+        try:
+            ok = self.write("CREATE " + idx.sql().replace(" (", f" ON {t.name} (", 1))
+        except JobPausedError as exc:
+            note(f"  -> job {exc.job_id} paused")
+            self.paused.append((t, idx, exc.job_id))
+            ok = False
+        finally:
+            self.sql("SET CLUSTER SETTING jobs.debug.pausepoints = ''")
+        if ok:
+            t.indexes.append(idx)
+
+    def step_finish_job(self, rnd: random.Random) -> None:
+        if not self.paused:
+            return self.step_paused_index(rnd)
+        t, idx, job_id = self.paused.pop(rnd.randrange(len(self.paused)))
+        cancel = rnd.random() < 0.3
+        self.sql(f"{'CANCEL' if cancel else 'RESUME'} JOB {job_id}")
+        row = self.sql(f"SHOW JOB WHEN COMPLETE {job_id}").rows[0]
+        status, error = row[3], row[9]
+        note(f"  -> {status} {error or ''}".rstrip())
+        if cancel:
+            assert status == "canceled", row
+        elif status == "failed":
+            assert idx.unique and "23505" in error, row  # duplicates under a unique index
+        else:
+            assert status == "succeeded", row
             t.indexes.append(idx)
 
     def step_drop_index(self, rnd: random.Random, t: Table | None = None) -> None:
@@ -466,7 +523,7 @@ class History:
 
     def step_gc(self, rnd: random.Random) -> None:
         """GC no later than the newest backup: its next incremental keeps its history."""
-        chain = self.chains[-1] if self.chains else None
+        chain = self.latest()
         limit = chain.layers[-1].end if chain else self.now()
         earlier = [ts for ts, _ in self.samples if self.gc_threshold <= ts <= limit]
         self.gc(limit if not earlier or rnd.random() < 0.5 else rnd.choice(earlier), rnd)
@@ -479,42 +536,57 @@ class History:
         if not self.chains:
             self.step_new_chain(rnd)
             return
-        chain = self.chains[-1]
+        chain = self.latest()
+        assert chain is not None
         prev = chain.layers[-1].end
         opts = " WITH revision_history" if chain.revision_history else ""
         time.sleep(0.011)  # layer folders are named by end time, to 10 ms
-        sql = f"BACKUP DATABASE {DB} INTO LATEST IN '{self.collection}'{opts}"
+        sql = f"BACKUP DATABASE {DB} INTO LATEST IN '{self.collection}'"
         if self.gc_threshold > prev:
             try:
-                self.sql(sql)
+                self.sql(sql + opts)
             except TidemarkError as exc:
                 assert exc.code == GC_ERROR, exc
                 note(f"  -> {exc.code}: a new chain")
                 self.count("gc_failures")
-                assert len(self.layer_ends()) == len(chain.layers)
+                assert len(self.layer_ends(chain.subdir)) == len(chain.layers)
                 self.step_new_chain(rnd)
                 return
             raise AssertionError(f"an incremental from {format_ts(prev)} succeeded after GC "
                                  f"up to {format_ts(self.gc_threshold)}")
-        self.sql(sql)
-        end = self.record_layer(chain)
+        # The folder of an incremental is named by its end time, to 10 ms.
+        as_of = self.past_time(rnd, (prev // FOLDER_NANOS + 1) * FOLDER_NANOS)
+        self.sql(sql + aost_sql(as_of) + opts)
+        end = self.record_layer(chain, as_of)
         if chain.revision_history:
             for _ in range(rnd.randint(0, 3)):
                 ts = self.pick_time(rnd, prev + 1, end)
                 if ts is not None:
                     chain.inside.append((ts, self.state_at(ts)))
 
+    def past_time(self, rnd: random.Random, lo: int, avoid: set[int] = frozenset()
+                  ) -> int | None:
+        """Sometimes a past time for BACKUP ... AS OF SYSTEM TIME: from ``lo`` on (and the
+        GC threshold), often mid schema change (a half-built index), whose 10 ms folder name
+        is not in ``avoid``; otherwise None (now)."""
+        if rnd.random() < 0.7:
+            return None
+        ts = self.pick_time(rnd, max(lo, self.gc_threshold), self.now())
+        return None if ts is None or ts // FOLDER_NANOS in avoid else ts
+
     def step_new_chain(self, rnd: random.Random) -> None:
         revision_history = rnd.random() < 0.5
         opts = " WITH revision_history" if revision_history else ""
         before = self.subdirs()
         time.sleep(0.011)  # full backup folders are named by end time, to 10 ms
-        self.sql(f"BACKUP DATABASE {DB} INTO '{self.collection}'{opts}")
+        taken = {c.layers[0].end // FOLDER_NANOS for c in self.chains}
+        as_of = self.past_time(rnd, self.start, avoid=taken)
+        self.sql(f"BACKUP DATABASE {DB} INTO '{self.collection}'{aost_sql(as_of)}{opts}")
         new = [s for s in self.subdirs() if s not in before]
         assert len(new) == 1, (before, new)
         chain = Chain(new[0], revision_history, self.gc_threshold)
         self.chains.append(chain)
-        end = self.record_layer(chain)
+        end = self.record_layer(chain, as_of)
         if revision_history and rnd.random() < 0.5:
             # Its revision history starts at the GC threshold.
             ts = self.pick_time(rnd, max(self.gc_threshold, self.start), end)
@@ -532,25 +604,39 @@ class History:
             raise
         return [r[0] for r in rows]
 
-    def layer_ends(self) -> list[str]:
-        rows = self.conn.execute(f"SHOW BACKUP FROM LATEST IN '{self.collection}'").rows
+    def latest(self) -> Chain | None:
+        """The chain LATEST names, which incrementals extend: the newest full backup by end
+        time (a full backup AS OF an older time leaves LATEST where it is)."""
+        return max(self.chains, key=lambda c: c.subdir, default=None)  # names sort by time
+
+    def layer_ends(self, subdir: str = "LATEST") -> list[str]:
+        where = subdir if subdir == "LATEST" else f"'{subdir}'"
+        rows = self.conn.execute(f"SHOW BACKUP FROM {where} IN '{self.collection}'").rows
         ends: list[str] = []
         for r in rows:
             if not ends or ends[-1] != r[3]:
                 ends.append(r[3])
         return ends
 
-    def record_layer(self, chain: Chain) -> int:
-        ends = self.layer_ends()
+    def record_layer(self, chain: Chain, as_of: int | None) -> int:
+        ends = self.layer_ends(chain.subdir)
         assert len(ends) == len(chain.layers) + 1, ends
         end = int(ends[-1].split(".")[0])
         assert ends[-1] == format_ts(end)
         if chain.layers:
             assert end > chain.layers[-1].end
         state = self.state_at(end)
-        self.check_model(state)
+        if as_of is None:
+            self.check_model(state)
+        else:
+            assert end == as_of
+            self.count("backups in the past")
         chain.layers.append(Layer(end, state))
         note(f"  -> layer {len(chain.layers)} of {chain.subdir} ends at {ends[-1]}")
+        latest = self.latest()
+        assert latest is not None
+        assert self.layer_ends() == [format_ts(layer.end) for layer in latest.layers], \
+            f"LATEST does not name {latest.subdir}, the newest full backup"
         return end
 
     # -- restores --
@@ -600,7 +686,7 @@ class History:
         for chain in self.chains:
             for k, layer in enumerate(chain.layers):
                 if k == len(chain.layers) - 1 and rnd.random() < 0.5:
-                    latest = chain is self.chains[-1] and rnd.random() < 0.5
+                    latest = chain is self.latest() and rnd.random() < 0.5
                     self.restore(chain, None, layer.state, latest=latest)
                 else:
                     self.restore(chain, layer.end, layer.state)
@@ -644,16 +730,17 @@ def test_restore_equals_source_at_every_time(data: st.DataObject) -> None:
         h = History(conn, f"file://{tmp}/collection", all_tables)
         h.sql(f"CREATE DATABASE {DB}")
         h.sql(f"SET database = {DB}")
-        h.start = h.now()
         batch = data.draw(st.sampled_from([2, 7, 50_000]), label="backfill batch size")
         h.sql(f"SET CLUSTER SETTING bulkio.index_backfill.batch_size = {batch}")
         h.step_create_table(random.Random(0))
+        h.start = h.now()
         for _ in range(data.draw(st.integers(1, 30), label="steps")):
             kind = data.draw(st.sampled_from(STEPS), label="step")
             seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
             h.count(kind)
             h.run(kind, random.Random(seed))
-        h.run("backup", random.Random(0))  # something to restore, always
+        # Something to restore, always.
+        h.run("backup", random.Random(data.draw(st.integers(0, 2**32 - 1), label="seed")))
         h.check_chains(random.Random(data.draw(st.integers(0, 2**32 - 1), label="seed")))
         h.stats["examples"] = 1
         h.stats["chains"] = len(h.chains)
