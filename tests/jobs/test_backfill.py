@@ -427,3 +427,21 @@ def test_unique_index_duplicates_written_while_paused(conn):
         assert "Key (u)=(299)" in done["error"] and "23505" in done["error"]
         assert table_desc(conn).index("iu") is None
     assert_indexes_match_primary(conn)
+
+
+def test_unique_build_over_duplicates_deleted_while_paused_fails_with_23505(tmp_path):
+    # The backfill reads at R, when b=10 was duplicated; deleting one duplicate while the
+    # index is write-only leaves the other without its entry. The build must fail as a
+    # duplicate (23505), not as an internal validation error.
+    with tidemark.connect(tmp_path / "s") as c:
+        c.execute("CREATE TABLE d (a INT PRIMARY KEY, b INT)")
+        c.execute("INSERT INTO d VALUES (1, 10), (2, 10), (3, 30)")
+        c.execute("SET CLUSTER SETTING bulkio.index_backfill.batch_size = 1")
+        sql = "CREATE UNIQUE INDEX d_b ON d (b)"
+        job_id = pause_at_first_chunk(c, sql)
+        c.execute("DELETE FROM d WHERE a = 1")
+        c.execute(f"RESUME JOB {job_id}")
+        done = wait_complete(c, job_id)
+        assert done["status"] == "failed", done
+        assert "23505" in done["error"] and "Key (b)=(10)" in done["error"], done
+        assert c.execute("SELECT count(*) FROM d").rows == [(2,)]

@@ -98,11 +98,13 @@ def build_index_in_txn(txn: Txn, table: TableDescriptor, index: Index) -> None:
         txn.put(key, value)
 
 
-def validate_index(db: DB, table_id: int, index_id: int) -> None:
+def validate_index(db: DB, table_id: int, index_id: int, read_ts: int | None = None) -> None:
     """The index must have one entry per row of the table, now (counted in C).
 
     Two rows with the same UNIQUE key leave one entry between them, so a duplicate shows as
-    a short count; only then are the rows read, to name the duplicated value.
+    a short count; only then are the rows read, to name the duplicated value: as they are
+    now, and as the backfill read them at ``read_ts`` (a duplicate deleted since, while the
+    index was write-only, still cost the surviving row its entry).
     """
     ts = db.now()
     table = db.run(lambda txn: catalog.get_descriptor(txn, table_id))
@@ -113,9 +115,10 @@ def validate_index(db: DB, table_id: int, index_id: int) -> None:
     if rows == entries:
         return
     if index.unique:
-        seen: dict[bytes, dict[int, Any]] = {}
-        for _, v in db.scan(*index_span(table_id, table.primary_index.id), ts=ts):
-            build_entries(table, index, [decode_row(v)], seen)  # raises on the duplicate
+        for at in (ts, read_ts) if read_ts is not None else (ts,):
+            seen: dict[bytes, dict[int, Any]] = {}
+            for _, v in db.scan(*index_span(table_id, table.primary_index.id), ts=at):
+                build_entries(table, index, [decode_row(v)], seen)  # raises on a duplicate
     raise SQLError(f"validation of index {index.name} failed: {entries} entries for {rows} "
                    "rows", code="XX000")
 
@@ -175,7 +178,7 @@ class IndexResumer:
                 ctx.pause_point(PAUSE_AFTER_FIRST_CHUNK)
         ctx.progress(running_status="validating")
         self._target(db)  # the table or index may have been dropped meanwhile
-        validate_index(db, d.table_id, d.index_id)
+        validate_index(db, d.table_id, d.index_id, read_ts)
         db.run(lambda txn: set_index_state(txn, d.table_id, d.index_id, IndexState.PUBLIC))
         self._release(ctx)
 
