@@ -90,7 +90,7 @@ from tidemark.backup.manifest import (
     NotABackupError,
     Span,
 )
-from tidemark.backup.plan import SETTINGS_SPAN
+from tidemark.backup.plan import IMPORTING, SETTINGS_SPAN
 from tidemark.backup.verify import check_files
 from tidemark.catalog.descriptors import (
     DatabaseDescriptor,
@@ -760,7 +760,7 @@ class _ChainCheck:
 
     def _files(self) -> None:
         for layer in self.layers:
-            found = check_files(self.storage, Chain(self.subdir, [layer]), self.passphrase)
+            found = check_files(self.storage, Chain(self.subdir, [layer]))
             for line in found:
                 self.problem("error", "structural.files", layer.dir, line)
             if not found:
@@ -888,7 +888,7 @@ class _ChainCheck:
                 continue
             index = _find_index(t, index_id)
             tname = names.table_name(t)
-            if t.state is DescState.OFFLINE and t.offline_reason != "importing":
+            if t.state is DescState.OFFLINE and t.offline_reason != IMPORTING:
                 why = f'its table "{tname}" was being restored (OFFLINE)'
             elif t.state is DescState.DROP:
                 why = f'its table "{tname}" was being dropped'
@@ -999,7 +999,7 @@ def _deep_layer(chain: _ChainCheck, conn: Any, k: int, source: str,
         for t in sorted(tables, key=lambda t: t.id):
             if t.state is DescState.DROP:
                 continue
-            if t.state is DescState.OFFLINE and t.offline_reason != "importing":
+            if t.state is DescState.OFFLINE and t.offline_reason != IMPORTING:
                 chain.report.notes.append(Note(
                     "deep.restore", d, "not restored: the table was being restored when the "
                     "backup was taken (it holds no data)", table=names.table_name(t)))

@@ -30,7 +30,7 @@ from typing import Any
 import msgspec
 
 from tidemark.backup import destination, manifest
-from tidemark.backup.manifest import BackupFile, EncryptionInfo, Manifest
+from tidemark.backup.manifest import BackupFile, DescriptorChange, EncryptionInfo, Manifest
 from tidemark.backup.manifest import Span as MSpan
 from tidemark.backup.plan import (
     FILE_VERSIONS,
@@ -54,7 +54,12 @@ from tidemark.errors import ProtectionError, SQLError, TidemarkError
 from tidemark.jobs.record import JobRecord
 from tidemark.jobs.registry import JobContext, register_resumer
 from tidemark.kv.keys import decode_index_prefix, prefix_end, table_prefix
-from tidemark.kv.system import DESCRIPTOR_TABLE_ID, FIRST_USER_ID, NAMESPACE_TABLE_ID
+from tidemark.kv.system import (
+    DESCRIPTOR_TABLE_ID,
+    FIRST_USER_ID,
+    NAMESPACE_TABLE_ID,
+    PRIMARY_INDEX_ID,
+)
 from tidemark.storage.engine import Span, Window
 from tidemark.storage.sqlite import EXTERNAL_DIR, export_entries, export_keys
 
@@ -166,7 +171,6 @@ class BackupResumer:
         self.job_id = record.id
         self.details = msgspec.convert(record.details, BackupDetails)
         self.owner = f"job {record.id}"
-        self.checkpoint_work = b""  # the planned WorkItems, msgpack (set by _finish)
 
     # -- running -------------------------------------------------------------------------
 
@@ -194,12 +198,16 @@ class BackupResumer:
             txn.rollback()
 
     def _layer_spans(self, node: Node, storage: ExternalStorage, key: EncryptionKey | None
-                     ) -> tuple[LayerSpans, list, list, Manifest | None]:
+                     ) -> tuple[LayerSpans, list, list, Manifest | None,
+                                list[DescriptorChange]]:
+        """The layer's plan, its targets, the previous manifest and (with revision history)
+        the descriptor changes in its window."""
         d = self.details
         dbs, tables = self._read_targets(node)
         prev = None if d.prev_layer is None else \
             manifest.read_manifest(storage, d.prev_layer, key)
         history: list[TableDescriptor] = []
+        changes: list[DescriptorChange] = []
         if d.revision_history:
             # What was PUBLIC at the window's start (the previous layer's end) or became so
             # in it: a restore to a time before a DROP in this window needs those spans.
@@ -207,15 +215,13 @@ class BackupResumer:
                 history += [desc for e in prev.descriptors
                             if isinstance(desc := decode_descriptor(e.descriptor),
                                           TableDescriptor)]
-            for change in descriptor_changes(node.engine, d.start_time, d.end_time,
-                                             {db.id for db in dbs}, {t.id for t in tables}):
-                desc = None if change.descriptor is None else \
-                    decode_descriptor(change.descriptor)
-                if isinstance(desc, TableDescriptor):
-                    history.append(desc)
+            changes = descriptor_changes(node.engine, d.start_time, d.end_time,
+                                         {db.id for db in dbs}, {t.id for t in tables})
+            history += [desc for c in changes if c.descriptor is not None and
+                        isinstance(desc := decode_descriptor(c.descriptor), TableDescriptor)]
         layer = plan_spans(tables, prev, full_cluster=d.full_cluster, unsafe=d.unsafe,
                            reintroduce=frozenset(d.reintroduce), history=history)
-        return layer, dbs, tables, prev
+        return layer, dbs, tables, prev, changes
 
     def _start(self, ctx: JobContext, storage: ExternalStorage, key: EncryptionKey | None
                ) -> None:
@@ -239,7 +245,7 @@ class BackupResumer:
                 " was already removed by GC", code="XXC01",
                 hint="take a new full backup (BACKUP ... INTO the collection), or raise "
                 "gc.ttlseconds above the time between backups") from None
-        layer, _dbs, tables, _prev = self._layer_spans(node, storage, key)
+        layer, _dbs, tables, _prev, _changes = self._layer_spans(node, storage, key)
         work = plan_work(node.engine, layer, int(node.settings.get(FILE_VERSIONS.name)))
         cp = {"work": msgspec.msgpack.encode(work), "done": [], "protection": record.id,
               "revision_start": d.start_time or protect_at,
@@ -264,7 +270,7 @@ class BackupResumer:
                 if entry is not None:
                     table_id, index_id, _ = decode_index_prefix(item.span.start)
                     if table_id >= FIRST_USER_ID:  # not the cluster settings
-                        cp["rows" if index_id == 1 else "index_entries"] += entry.rows
+                        cp["rows" if index_id == PRIMARY_INDEX_ID else "index_entries"] += entry.rows
                     cp["bytes"] += entry.size
                 cp["done"] = done
                 self._write_checkpoint(storage, done, key)
@@ -329,45 +335,38 @@ class BackupResumer:
                 ) -> None:
         node, d = ctx.node, self.details
         cp = ctx.checkpoint
-        self.checkpoint_work = cp["work"]
         if manifest.has_manifest(storage, d.layer_dir):
             # Written before a crash: the backup exists; finish the bookkeeping only.
             self._move_latest(storage)
             self._cleanup(node, storage, cp, keep_files=True)
             return
-        layer, dbs, tables, _prev = self._layer_spans(node, storage, key)
+        layer, dbs, tables, prev, changes = self._layer_spans(node, storage, key)
         done = sorted(cp["done"], key=lambda e: e[0])
         files = [msgspec.convert(e[1], BackupFile) for e in done if e[1]]
-        changes = []
-        revision_start = 0
-        if d.revision_history:
-            db_ids = {db.id for db in dbs}
-            changes = descriptor_changes(node.engine, d.start_time, d.end_time, db_ids,
-                                         {t.id for t in tables})
-            revision_start = cp["revision_start"]
+        work = msgspec.msgpack.decode(cp["work"], type=list[WorkItem])
         m = Manifest(
             cluster_version=str(node.version.active()),
             backup_type=d.backup_type,  # type: ignore[arg-type]
             start_time=d.start_time, end_time=d.end_time,
             mvcc_filter="all" if d.revision_history else "latest",
-            revision_start=revision_start,
+            revision_start=cp["revision_start"] if d.revision_history else 0,
             is_full_cluster=d.full_cluster,
             target_databases=list(d.databases), target_tables=list(d.tables),
             job_id=self.job_id,
             spans=layer.spans, introduced_spans=layer.introduced, files=files,
             descriptors=collect_descriptors(dbs, tables), descriptor_changes=changes,
             encryption=d.encryption,
-            fingerprints=self._fingerprints(node, layer, tables, done, _prev))
+            fingerprints=self._fingerprints(node, layer, tables, work, done, prev))
         manifest.write_manifest(storage, d.layer_dir, m, key)
         self._move_latest(storage)
         self._cleanup(node, storage, cp, keep_files=True)
 
     def _fingerprints(self, node: Node, layer: LayerSpans, tables: list[TableDescriptor],
-                      done: list[list[Any]], prev: Manifest | None) -> dict[int, dict[int, int]]:
+                      work: list[WorkItem], done: list[list[Any]], prev: Manifest | None
+                      ) -> dict[int, dict[int, int]]:
         """Every exported index's fingerprint as of the layer's read time (see
         ``_fingerprint_part``): the parts' sums, plus the previous layer's value for spans
         exported by arrival window."""
-        work = msgspec.msgpack.decode(self.checkpoint_work, type=list[WorkItem])
         sums: dict[bytes, int] = {}
         for e in done:
             span = work[e[0]].span

@@ -41,6 +41,7 @@ from tidemark.catalog.descriptors import (
 )
 from tidemark.cluster.settings import Kind, register
 from tidemark.errors import SQLError
+from tidemark.importer.plan import OFFLINE_REASON
 from tidemark.kv.keys import decode_datums, decode_index_prefix, index_prefix, prefix_end
 from tidemark.kv.system import DESCRIPTOR_TABLE_ID, PRIMARY_INDEX_ID, SETTINGS_TABLE_ID
 from tidemark.kv.txn import Txn
@@ -58,8 +59,8 @@ __all__ = [
     "span_table_id",
 ]
 
-IMPORTING = "importing"  # importer.plan.OFFLINE_REASON (not imported: backup sits below SQL)
-RESTORING = "restoring"
+IMPORTING = OFFLINE_REASON  # a table OFFLINE for an IMPORT
+RESTORING = "restoring"  # a table OFFLINE while a RESTORE creates it
 
 FILE_VERSIONS = register(
     "bulkio.backup.file_versions", Kind.INT, 500_000,
@@ -202,12 +203,12 @@ def _index_span(table_id: int, index_id: int) -> MSpan:
 def _mode(table: TableDescriptor) -> tuple[str, int]:
     """How a table's spans are exported: comparable between layers."""
     if table.state is DescState.OFFLINE and table.offline_reason == IMPORTING:
-        return ("importing", table.import_ts)
+        return (IMPORTING, table.import_ts)
     return (table.state.value, 0)
 
 
 def _cap(table: TableDescriptor) -> int | None:
-    return table.import_ts - 1 if _mode(table)[0] == "importing" else None
+    return table.import_ts - 1 if _mode(table)[0] == IMPORTING else None
 
 
 @dataclass

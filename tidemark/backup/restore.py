@@ -33,7 +33,7 @@ import msgspec
 
 from tidemark.backup.job import encryption_key, load_secrets, scratch_dir, storage_context
 from tidemark.backup.manifest import BackupFile, EncryptionInfo
-from tidemark.backup.plan import SETTINGS_SPAN
+from tidemark.backup.plan import RESTORING, SETTINGS_SPAN
 from tidemark.catalog import catalog
 from tidemark.catalog.descriptors import (
     DatabaseDescriptor,
@@ -49,6 +49,7 @@ from tidemark.errors import ProtectionError, TidemarkError
 from tidemark.jobs.record import JobRecord
 from tidemark.jobs.registry import JobContext, register_resumer
 from tidemark.kv.keys import decode_datums, index_prefix, prefix_end, table_prefix
+from tidemark.kv.system import PRIMARY_INDEX_ID
 from tidemark.kv.txn import Txn
 from tidemark.storage.engine import Span
 from tidemark.storage.sqlite import merge_exports, read_export
@@ -57,7 +58,6 @@ __all__ = ["PAUSE_AFTER_FIRST_CHUNK", "RESTORE", "RestoreDetails", "RestoreResum
            "RestoreSpan", "RestoreTable"]
 
 RESTORE = "RESTORE"
-RESTORING = "restoring"
 PAUSE_AFTER_FIRST_CHUNK = "restore.after_first_chunk"
 _READ_SIZE = 1 << 20
 _VALIDATE_BATCH = 50_000
@@ -174,7 +174,7 @@ class RestoreResumer:
                 rows = node.engine.count_live(
                     span.new_prefix, prefix_end(span.new_prefix), cp["ts"]) if span.merge \
                     else sum(f.file.rows for f in span.files)
-                cp["rows" if span.index_id == 1 else "index_entries"] += rows
+                cp["rows" if span.index_id == PRIMARY_INDEX_ID else "index_entries"] += rows
                 cp["bytes"] += sum(f.file.size for f in span.files)
                 ctx.progress(len(cp["done"]) / max(1, len(d.spans)) * 0.95, checkpoint=cp)
                 if first:

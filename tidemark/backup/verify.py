@@ -19,15 +19,12 @@ __all__ = ["check_files"]
 _READ_SIZE = 1 << 20
 
 
-def check_files(storage: ExternalStorage, chain: Chain, passphrase: str | None = None
-                ) -> list[str]:
+def check_files(storage: ExternalStorage, chain: Chain) -> list[str]:
     """One line per missing or corrupt file (empty when all are sound).
 
-    ``passphrase`` is accepted for symmetry with the statement: checksums cover the stored
-    (encrypted) bytes, so checking them needs no key; the manifests were already decrypted
-    with it to get here.
+    Checksums cover the stored (encrypted) bytes, so checking them needs no key; reading the
+    chain's manifests already needed the passphrase.
     """
-    del passphrase
     problems = []
     for layer in chain.layers:
         folder = layer.dir.strip("/")

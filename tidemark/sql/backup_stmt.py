@@ -29,7 +29,13 @@ from tidemark.backup.chain import (
 from tidemark.backup.job import BACKUP, BackupDetails, Secrets, storage_context
 from tidemark.backup.manifest import EncryptionInfo, Manifest
 from tidemark.backup.manifest import Span as MSpan
-from tidemark.backup.plan import SETTINGS_SPAN, UNSAFE_SETTING, Targets, resolve_targets
+from tidemark.backup.plan import (
+    RESTORING,
+    SETTINGS_SPAN,
+    UNSAFE_SETTING,
+    Targets,
+    resolve_targets,
+)
 from tidemark.backup.plan import span_table_id as _span_table
 from tidemark.backup.restore import (
     RESTORE,
@@ -53,9 +59,11 @@ from tidemark.cloud.codec import EncryptionKey
 from tidemark.cloud.storage import ExternalStorage
 from tidemark.errors import SQLError, TidemarkError
 from tidemark.kv.keys import decode_index_prefix, index_prefix, prefix_end
+from tidemark.kv.system import PRIMARY_INDEX_ID
 from tidemark.kv.txn import Txn
 from tidemark.sql import ast
 from tidemark.sql.expr import Compiler, Context, Scope
+from tidemark.sql.import_stmt import expect_string
 from tidemark.sql.result import Result
 
 if TYPE_CHECKING:
@@ -76,12 +84,6 @@ def _const(expr: ast.Expr, params: Sequence[Any]) -> Any:
     return Compiler(Scope(), Context(params)).compile(expr)([])
 
 
-def _string(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise SQLError(f"expected {what} as a string, not {value!r}", code="22023")
-    return value
-
-
 def _options(options: Sequence[ast.Option], allowed: set[str], stmt: str,
              params: Sequence[Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -97,7 +99,7 @@ def _options(options: Sequence[ast.Option], allowed: set[str], stmt: str,
             raise SQLError(f"{stmt}: option {flag} takes no value or a boolean", code="22023")
     for text in ("encryption_passphrase", "into_db", "new_db_name"):
         if text in out:
-            out[text] = _string(out[text], text)
+            out[text] = expect_string(out[text], text)
             if not out[text]:
                 raise SQLError(f"{stmt}: option {text} must not be empty", code="22023")
     return out
@@ -169,7 +171,7 @@ def run_backup(session: Session, stmt: ast.Backup, params: Sequence[Any],
     from time zero."""
     if reintroduce and not (stmt.latest or stmt.subdir is not None):
         raise SQLError("only an incremental backup re-introduces spans", code="22023")
-    uri = _string(_const(stmt.collection, params), "the backup collection URI")
+    uri = expect_string(_const(stmt.collection, params), "the backup collection URI")
     opts = _options(stmt.options, _BACKUP_OPTIONS, "BACKUP", params)
     passphrase = opts.get("encryption_passphrase")
     engine = session.node.engine
@@ -228,7 +230,7 @@ def _plan_incremental(session: Session, stmt: ast.Backup, params: Sequence[Any],
                 f"{storage.uri}: no full backup to append an incremental to (no LATEST)",
                 code="58P01", hint="take a full backup first: BACKUP ... INTO '<collection>'")
     else:
-        subdir = _string(_const(stmt.subdir, params), "the backup subdir")  # type: ignore[arg-type]
+        subdir = expect_string(_const(stmt.subdir, params), "the backup subdir")  # type: ignore[arg-type]
     layers = destination.chain(storage, subdir)
     full = manifest.read_manifest(storage, layers[0], passphrase)
     prev = full if len(layers) == 1 else manifest.read_manifest(storage, layers[-1], passphrase)
@@ -297,7 +299,7 @@ def _spans_for(layers: list[Layer], old: TableDescriptor, new_id: int, as_of: in
 
 
 def run_restore(session: Session, stmt: ast.Restore, params: Sequence[Any]) -> Result:
-    uri = _string(_const(stmt.collection, params), "the backup collection URI")
+    uri = expect_string(_const(stmt.collection, params), "the backup collection URI")
     opts = _options(stmt.options, _RESTORE_OPTIONS, "RESTORE", params)
     passphrase = opts.get("encryption_passphrase")
     if "into_db" in opts and not stmt.tables:
@@ -306,7 +308,7 @@ def run_restore(session: Session, stmt: ast.Restore, params: Sequence[Any]) -> R
     if "new_db_name" in opts and len(stmt.databases) != 1:
         raise SQLError("RESTORE: new_db_name applies to RESTORE DATABASE of one database",
                        code="22023")
-    subdir = "LATEST" if stmt.latest else _string(_const(stmt.subdir, params), "a subdir")  # type: ignore[arg-type]
+    subdir = "LATEST" if stmt.latest else expect_string(_const(stmt.subdir, params), "a subdir")  # type: ignore[arg-type]
     storage = _open(session, uri)
     try:
         chain = load_chain(storage, subdir, passphrase)
@@ -327,7 +329,7 @@ def run_restore(session: Session, stmt: ast.Restore, params: Sequence[Any]) -> R
                     files_for(layers, MSpan(*SETTINGS_SPAN), "the cluster settings")]
 
     restorable = {i: t for i, t in tables.items() if t.state is not DescState.DROP and not
-                  (t.state is DescState.OFFLINE and t.offline_reason == "restoring")}
+                  (t.state is DescState.OFFLINE and t.offline_reason == RESTORING)}
 
     def plan(txn: Txn) -> RestoreDetails:
         chosen: list[tuple[TableDescriptor, str]] = []  # (old table, destination db name)
@@ -429,7 +431,7 @@ def _check_empty_cluster(txn: Txn) -> None:
 
 
 def show_backups(session: Session, stmt: ast.ShowBackups, params: Sequence[Any]) -> Result:
-    uri = _string(_const(stmt.collection, params), "the backup collection URI")
+    uri = expect_string(_const(stmt.collection, params), "the backup collection URI")
     storage = _open(session, uri)
     try:
         destination.check_collection(storage)
@@ -445,15 +447,15 @@ SHOW_COLUMNS = ["database_name", "table_name", "start_time", "end_time", "backup
 
 
 def show_backup(session: Session, stmt: ast.ShowBackup, params: Sequence[Any]) -> Result:
-    uri = _string(_const(stmt.collection, params), "the backup collection URI")
+    uri = expect_string(_const(stmt.collection, params), "the backup collection URI")
     opts = _options(stmt.options, _SHOW_OPTIONS, "SHOW BACKUP", params)
     passphrase = opts.get("encryption_passphrase")
-    subdir = "LATEST" if stmt.latest else _string(_const(stmt.subdir, params), "a subdir")  # type: ignore[arg-type]
+    subdir = "LATEST" if stmt.latest else expect_string(_const(stmt.subdir, params), "a subdir")  # type: ignore[arg-type]
     storage = _open(session, uri)
     try:
         chain = load_chain(storage, subdir, passphrase)
         if opts.get("check_files"):
-            problems = check_files(storage, chain, passphrase)
+            problems = check_files(storage, chain)
             if problems:
                 listed = "\n".join(f"  {p}" for p in problems)
                 raise SQLError(
@@ -475,7 +477,7 @@ def layer_rows(chain: Chain) -> list[tuple[Any, ...]]:
         stats: dict[int, list[int]] = {}
         for f in m.files:
             s = stats.setdefault(_span_table(f.span.start), [0, 0])
-            if decode_index_prefix(f.span.start)[1] == 1:  # rows: the primary index's
+            if decode_index_prefix(f.span.start)[1] == PRIMARY_INDEX_ID:  # rows: primary's
                 s[0] += f.rows
             s[1] += f.size
         for table_id, d in sorted(descs.items()):

@@ -34,7 +34,7 @@ from tidemark.storage.engine import Span
 if TYPE_CHECKING:
     from tidemark.sql.session import Session
 
-__all__ = ["RESULT_COLUMNS", "run_import"]
+__all__ = ["RESULT_COLUMNS", "expect_string", "run_import"]
 
 # CockroachDB's IMPORT result.
 RESULT_COLUMNS = ["job_id", "status", "fraction_completed", "rows", "index_entries", "bytes"]
@@ -51,7 +51,7 @@ def _read_whole_span(txn: Txn, span: Span) -> None:
 
 def run_import(session: Session, stmt: ast.Import, params: Sequence[Any]) -> Result:
     const = Compiler(Scope(), Context(params))
-    uris = [_string(const.compile(e)([]), "a file URI") for e in stmt.files]
+    uris = [expect_string(const.compile(e)([]), "a file URI") for e in stmt.files]
     options = {o.name.lower(): None if o.value is None else const.compile(o.value)([])
                for o in stmt.options}
     csv_options, detached = plan.parse_options(options)
@@ -88,7 +88,8 @@ def run_import(session: Session, stmt: ast.Import, params: Sequence[Any]) -> Res
                   types=[None] * len(RESULT_COLUMNS))
 
 
-def _string(value: Any, what: str) -> str:
+def expect_string(value: Any, what: str) -> str:
+    """``value`` (a statement argument) when it is a string; a clear error otherwise."""
     if not isinstance(value, str):
         raise SQLError(f"expected {what} as a string, not {value!r}", code="22023")
     return value
