@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import random
-import threading
-import time
 from pathlib import Path
 
 import tidemark
 from tidemark.errors import RetryableError, SQLError
-from tidemark.workload import RunStats, retry
+from tidemark.workload import RunStats, retry, run_workers
 
 DATABASE = "workload"
 TABLE = f"{DATABASE}.bank"
@@ -87,36 +85,13 @@ def run(store: str | Path, duration: float, concurrency: int = 1, seed: int | No
         accounts, before = total(conn)
     if accounts < 2:
         raise SQLError(f"{TABLE} has {accounts} account(s): run `tidemark workload init bank`")
-    stats = RunStats()
-    lock = threading.Lock()
-    errors: list[BaseException] = []
-    deadline = time.monotonic() + duration
-    base = random.Random(seed).randrange(2**32)
-
-    def worker(n: int) -> None:
-        rng = random.Random(base + n)
+    def op(c: tidemark.Connection, rng: random.Random) -> tuple[int, int]:
         try:
-            with tidemark.connect(store) as c:
-                while time.monotonic() < deadline:
-                    try:
-                        r = transfer(c, rng, accounts)
-                    except RetryableError:
-                        r = 100
-                    with lock:
-                        stats.ops += 1
-                        stats.retries += r
-        except BaseException as exc:  # reported by the caller
-            errors.append(exc)
+            return 1, transfer(c, rng, accounts)
+        except RetryableError:
+            return 1, 100
 
-    start = time.monotonic()
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    stats.seconds = time.monotonic() - start
-    if errors:
-        raise errors[0]
+    stats = run_workers(store, duration, concurrency, seed, op)
     with tidemark.connect(store) as conn:
         n, after = total(conn)
     if (n, after) != (accounts, before):

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import random
-import threading
-import time
 from pathlib import Path
 
 import tidemark
 from tidemark.errors import RetryableError
-from tidemark.workload import RunStats, retry
+from tidemark.workload import RunStats, retry, run_workers
 
 DATABASE = "workload"
 TABLE = f"{DATABASE}.kv"
@@ -30,42 +28,16 @@ def run(store: str | Path, duration: float, concurrency: int = 1, read_fraction:
     with tidemark.connect(store) as conn:
         ((keys,),) = conn.execute(f"SELECT count(*) FROM {TABLE}").rows
     keys = max(int(keys), 1)
-    stats = RunStats()
-    lock = threading.Lock()
-    errors: list[BaseException] = []
-    deadline = time.monotonic() + duration
-    base = random.Random(seed).randrange(2**32)
-
-    def worker(n: int) -> None:
-        rng = random.Random(base + n)
+    def op(c: tidemark.Connection, rng: random.Random) -> tuple[int, int]:
+        k = rng.randrange(keys)
         try:
-            with tidemark.connect(store) as c:
-                while time.monotonic() < deadline:
-                    k = rng.randrange(keys)
-                    try:
-                        if rng.random() < read_fraction:
-                            retry(lambda k=k: c.execute(f"SELECT v FROM {TABLE} WHERE k = $1",
-                                                        [k]))
-                        else:
-                            v = f"v{rng.randrange(1 << 30)}"
-                            retry(lambda k=k, v=v: c.execute(
-                                f"UPSERT INTO {TABLE} VALUES ($1, $2)", [k, v]))
-                    except RetryableError:
-                        with lock:
-                            stats.retries += 1
-                        continue
-                    with lock:
-                        stats.ops += 1
-        except BaseException as exc:
-            errors.append(exc)
+            if rng.random() < read_fraction:
+                retry(lambda: c.execute(f"SELECT v FROM {TABLE} WHERE k = $1", [k]))
+            else:
+                v = f"v{rng.randrange(1 << 30)}"
+                retry(lambda: c.execute(f"UPSERT INTO {TABLE} VALUES ($1, $2)", [k, v]))
+        except RetryableError:
+            return 0, 1
+        return 1, 0
 
-    start = time.monotonic()
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    stats.seconds = time.monotonic() - start
-    if errors:
-        raise errors[0]
-    return stats
+    return run_workers(store, duration, concurrency, seed, op)
