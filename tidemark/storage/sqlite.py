@@ -907,10 +907,14 @@ def merge_exports(paths: Sequence[str], out: str) -> int:
     return rows
 
 
+def _open_export(path: str) -> apsw.Connection:
+    return apsw.Connection(f"file:{path}?mode=ro",
+                           flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+
+
 def read_export(path: str) -> list[tuple[bytes, int, bytes | None]]:
     """Every version in a (small) export file, by key and timestamp; for system tables."""
-    conn = apsw.Connection(f"file:{path}?mode=ro", flags=apsw.SQLITE_OPEN_READONLY
-                           | apsw.SQLITE_OPEN_URI)
+    conn = _open_export(path)
     try:
         return [tuple(r) for r in conn.execute(  # type: ignore[misc]
             "SELECT key, ts, value FROM versions ORDER BY key, ts")]
@@ -921,8 +925,7 @@ def read_export(path: str) -> list[tuple[bytes, int, bytes | None]]:
 def export_entries(path: str, as_of: int | None = None) -> Iterator[tuple[bytes, bytes]]:
     """The live entries (key, value) an export file holds as of ``as_of`` (default: its end),
     in key order; for fingerprints of what a backup file restores to."""
-    conn = apsw.Connection(f"file:{path}?mode=ro", flags=apsw.SQLITE_OPEN_READONLY
-                           | apsw.SQLITE_OPEN_URI)
+    conn = _open_export(path)
     try:
         revisions = conn.execute("SELECT value FROM export_info WHERE name = 'all_revisions'"
                                  ).fetchall()
@@ -939,8 +942,7 @@ def export_entries(path: str, as_of: int | None = None) -> Iterator[tuple[bytes,
 
 def export_keys(path: str) -> list[bytes]:
     """Every distinct key in an export file, in order."""
-    conn = apsw.Connection(f"file:{path}?mode=ro", flags=apsw.SQLITE_OPEN_READONLY
-                           | apsw.SQLITE_OPEN_URI)
+    conn = _open_export(path)
     try:
         return [k for (k,) in conn.execute("SELECT DISTINCT key FROM versions ORDER BY key")]
     finally:
