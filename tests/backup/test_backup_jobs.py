@@ -23,8 +23,8 @@ import pytest
 import tidemark
 from tidemark.catalog import catalog
 from tidemark.catalog.descriptors import DescState
-from tidemark.clock import NANOS_PER_SECOND, wall_now
-from tidemark.errors import GCThresholdError, JobPausedError
+from tidemark.clock import NANOS_PER_SECOND, format_ts, wall_now
+from tidemark.errors import GCThresholdError, JobPausedError, SQLError
 from tidemark.kv.keys import prefix_end, table_prefix
 from tidemark.sql.ast import TableName
 from tidemark.storage.engine import Span
@@ -251,6 +251,73 @@ def test_an_older_backup_resumed_after_a_newer_one_does_not_move_latest_back(tmp
         conn.execute("CREATE DATABASE r")
         conn.execute(f"RESTORE TABLE t FROM LATEST IN '{uri}' WITH into_db = 'r'")
         assert conn.execute("SELECT count(*) FROM r.t WHERE id = 5000").rows == [(1,)]
+    finally:
+        conn.close()
+
+
+def test_a_backup_started_in_the_same_hundredth_as_a_paused_one_gets_its_own_folder(tmp_path):
+    """Folder names have hundredths of a second (CockroachDB's layout). A BACKUP whose name
+    would be a folder already in use (here: locks planted for the next 0.3 s) waits for a
+    free name instead of failing halfway on the other job's lock; AS OF SYSTEM TIME at a
+    time whose folder is used fails up front with 42710, naming the folder."""
+    from tidemark.backup import destination
+    coll = tmp_path / "coll"
+    uri = f"file://{coll}"
+    conn = connect(tmp_path / "s")
+    try:
+        fill(conn, "t", 100)
+        past = wall_now()
+        now = wall_now()
+        planted = {destination.new_full_subdir(now + i * 10**7) for i in range(30)}
+        for sub in planted:
+            (coll / sub.lstrip("/")).mkdir(parents=True, exist_ok=True)
+            (coll / sub.lstrip("/") / "BACKUP-LOCK-1").write_text("1")
+        conn.execute(f"BACKUP TABLE t INTO '{uri}'")
+        made = show_backups(conn, uri)
+        assert len(made) == 1 and made[0] not in planted and made[0] > max(planted)
+
+        used = destination.new_full_subdir(past)  # planted too, if in the same hundredth
+        (coll / used.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        (coll / used.lstrip("/") / "BACKUP-LOCK-1").write_text("1")
+        with pytest.raises(SQLError) as err:
+            conn.execute(f"BACKUP TABLE t INTO '{uri}' AS OF SYSTEM TIME '{format_ts(past)}'")
+        assert err.value.code == "42710" and used in str(err.value)
+        assert show_backups(conn, uri) == made
+    finally:
+        conn.close()
+
+
+def test_an_incremental_resumed_after_another_one_was_appended_fails_and_leaves_no_fork(
+        tmp_path):
+    """Two incrementals planned on the same previous layer would both start at its end: if
+    both were kept the chain would fork and no longer load. The one finishing second fails
+    (40001, retryable), removes its files, and the chain restores everything."""
+    coll = tmp_path / "coll"
+    uri = f"file://{coll}"
+    conn = connect(tmp_path / "s")
+    try:
+        fill(conn, "t", 1000)
+        conn.execute("SET CLUSTER SETTING bulkio.backup.file_versions = 200")
+        conn.execute(f"BACKUP TABLE t INTO '{uri}'")
+        conn.execute("UPDATE t SET v = 'x' WHERE id < 600")
+        slow = paused(conn, f"BACKUP TABLE t INTO LATEST IN '{uri}'", BACKUP_PAUSE)
+        slow_dir = conn.registry.get(slow).details["layer_dir"]
+        conn.execute("INSERT INTO t VALUES (5000, 'new', 1, 'new')")
+        conn.execute(f"BACKUP TABLE t INTO LATEST IN '{uri}'")
+
+        conn.execute(f"RESUME JOB {slow}")
+        done = when_complete(conn, slow)
+        assert done["status"] == "failed"
+        assert "another incremental backup" in done["error"]
+        assert not (coll / slow_dir.lstrip("/")).exists() or not any(
+            p.is_file() for p in (coll / slow_dir.lstrip("/")).rglob("*")), \
+            "the failed incremental left files in its folder"
+
+        conn.execute(f"BACKUP TABLE t INTO LATEST IN '{uri}'")  # the chain still extends
+        want = fingerprints(conn, "t")
+        conn.execute("CREATE DATABASE r")
+        conn.execute(f"RESTORE TABLE t FROM LATEST IN '{uri}' WITH into_db = 'r'")
+        assert fingerprints(conn, "r.t") == want
     finally:
         conn.close()
 

@@ -44,6 +44,7 @@ __all__ = [
     "acquire_lock",
     "chain",
     "check_collection",
+    "in_use",
     "incrementals_dir",
     "list_full_backups",
     "new_full_subdir",
@@ -195,6 +196,13 @@ def chain(storage: ExternalStorage, subdir: str) -> list[str]:
         if m:
             layers.append(f"{inc_root}/{m.group(1)}")
     return [full, *sorted(layers)]
+
+
+def in_use(storage: ExternalStorage, dir: str) -> bool:
+    """Whether any file lies under the folder ``dir``: a completed backup, or a job (running,
+    paused or failed without cleanup) holding its lock or checkpoint there. A new backup
+    must pick a folder nobody uses, or it would be refused the lock halfway through."""
+    return bool(storage.list(_rel(dir) + "/"))
 
 
 # -- locks ---------------------------------------------------------------------------------

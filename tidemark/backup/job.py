@@ -340,6 +340,8 @@ class BackupResumer:
             self._move_latest(storage)
             self._cleanup(node, storage, cp, keep_files=True)
             return
+        if d.backup_type == "incremental":
+            self._check_chain_unchanged(storage)
         layer, dbs, tables, prev, changes = self._layer_spans(node, storage, key)
         done = sorted(cp["done"], key=lambda e: e[0])
         files = [msgspec.convert(e[1], BackupFile) for e in done if e[1]]
@@ -360,6 +362,19 @@ class BackupResumer:
         manifest.write_manifest(storage, d.layer_dir, m, key)
         self._move_latest(storage)
         self._cleanup(node, storage, cp, keep_files=True)
+
+    def _check_chain_unchanged(self, storage: ExternalStorage) -> None:
+        """Refuse to append to a chain another incremental extended while this one ran: both
+        would start where the same layer ends, and the chain would fork (``load_chain``
+        refuses it). The loser fails and removes its files; the chain stays valid."""
+        d = self.details
+        last = destination.chain(storage, d.full_subdir)[-1]
+        if last != d.prev_layer:
+            raise SQLError(
+                f"{storage.uri}{d.layer_dir}: another incremental backup ({last}) was "
+                f"appended to the chain of {d.full_subdir} while this one ran",
+                code="40001", hint="run BACKUP ... INTO LATEST again; it will start where "
+                "that backup ended")
 
     def _fingerprints(self, node: Node, layer: LayerSpans, tables: list[TableDescriptor],
                       work: list[WorkItem], done: list[list[Any]], prev: Manifest | None

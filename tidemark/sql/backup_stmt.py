@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import secrets as pysecrets
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,7 @@ JOB_COLUMNS = ["job_id", "status", "fraction_completed", "rows", "index_entries"
 _BACKUP_OPTIONS = {"revision_history", "encryption_passphrase", "detached"}
 _RESTORE_OPTIONS = {"into_db", "new_db_name", "encryption_passphrase", "detached"}
 _SHOW_OPTIONS = {"check_files", "encryption_passphrase"}
+_FOLDER_ATTEMPTS = 100  # hundredths of a second a BACKUP waits for a free folder name
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -187,18 +189,36 @@ def run_backup(session: Session, stmt: ast.Backup, params: Sequence[Any],
     try:
         destination.check_collection(storage)
         incremental = stmt.latest or stmt.subdir is not None
-        if incremental:
-            details = _plan_incremental(session, stmt, params, storage, targets, end, passphrase)
+        for _ in range(_FOLDER_ATTEMPTS):
+            if incremental:
+                details = _plan_incremental(session, stmt, params, storage, targets, end,
+                                            passphrase)
+                taken = destination.in_use(storage, details["layer_dir"])
+            else:
+                subdir = destination.new_full_subdir(end)
+                taken = (destination.in_use(storage, subdir) or
+                         destination.in_use(storage, destination.incrementals_dir(subdir)))
+                details = dict(full_subdir=subdir, layer_dir=subdir, backup_type="full",
+                               start_time=0, prev_layer=None, encryption=None)
+            if not taken:
+                break
+            if stmt.as_of is not None:
+                raise SQLError(
+                    f"{redact_uri(uri)}{details['layer_dir']}: the folder of a backup ending "
+                    f"at {format_ts(end)} is already used by another backup", code="42710",
+                    hint="pick another AS OF SYSTEM TIME, or check SHOW JOBS for a paused "
+                    "backup writing there")
+            # Folder names have hundredths of a second: a backup started right after
+            # another (or while one is paused) waits for a name of its own.
+            time.sleep(0.01)
+            end = wall_now()
+            engine.close_timestamp(end)
         else:
-            subdir = destination.new_full_subdir(end)
-            if manifest.has_manifest(storage, subdir):
-                raise SQLError(f"a backup already exists in {redact_uri(uri)}{subdir}",
-                               code="42710", hint="wait a moment and run BACKUP again")
-            enc = None
-            if passphrase:
-                enc = EncryptionInfo.from_key(EncryptionKey.from_passphrase(passphrase))
-            details = dict(full_subdir=subdir, layer_dir=subdir, backup_type="full",
-                           start_time=0, prev_layer=None, encryption=enc)
+            raise SQLError(f"{redact_uri(uri)}: found no free backup folder name",
+                           code="42710", hint="run BACKUP again")
+        if not incremental and passphrase:
+            details["encryption"] = EncryptionInfo.from_key(
+                EncryptionKey.from_passphrase(passphrase))
     finally:
         storage.close()
     ref = _keep_secret(session, uri, passphrase)
@@ -247,9 +267,6 @@ def _plan_incremental(session: Session, stmt: ast.Backup, params: Sequence[Any],
             f"), not at {format_ts(end)}", code="22023",
             hint="use a later AS OF SYSTEM TIME, or none")
     layer_dir = destination.new_incremental_dir(subdir, end)
-    if manifest.has_manifest(storage, layer_dir):
-        raise SQLError(f"a backup already exists in {storage.uri}{layer_dir}", code="42710",
-                       hint="wait a moment and run BACKUP again")
     return dict(full_subdir=subdir, layer_dir=layer_dir, backup_type="incremental",
                 start_time=prev.end_time, prev_layer=layers[-1], encryption=full.encryption)
 
