@@ -32,6 +32,7 @@ import msgspec
 from tidemark.backup import destination, manifest
 from tidemark.backup.manifest import BackupFile, DescriptorChange, EncryptionInfo, Manifest
 from tidemark.backup.manifest import Span as MSpan
+from tidemark.backup.parallel import Parts
 from tidemark.backup.plan import (
     FILE_VERSIONS,
     SETTINGS_SPAN,
@@ -61,7 +62,12 @@ from tidemark.kv.system import (
     PRIMARY_INDEX_ID,
 )
 from tidemark.storage.engine import Span, Window
-from tidemark.storage.sqlite import EXTERNAL_DIR, export_entries, export_keys
+from tidemark.storage.sqlite import (
+    EXTERNAL_DIR,
+    export_entries,
+    export_fingerprint,
+    export_keys,
+)
 
 __all__ = ["BACKUP", "PAUSE_AFTER_FIRST_CHUNK", "BackupDetails", "BackupResumer",
            "Secrets", "load_secrets", "scratch_dir", "storage_context"]
@@ -70,6 +76,9 @@ BACKUP = "BACKUP"
 PAUSE_AFTER_FIRST_CHUNK = "backup.after_first_chunk"
 DATA_DIR = "data"
 _READ_SIZE = 1 << 20
+# Parts exported at once: each is C code that releases the GIL (see parallel.py); two keep
+# two cores busy, and each holds one export file and one store connection.
+EXPORT_WORKERS = 2
 
 
 class BackupDetails(msgspec.Struct, kw_only=True):
@@ -246,7 +255,8 @@ class BackupResumer:
                 hint="take a new full backup (BACKUP ... INTO the collection), or raise "
                 "gc.ttlseconds above the time between backups") from None
         layer, _dbs, tables, _prev, _changes = self._layer_spans(node, storage, key)
-        work = plan_work(node.engine, layer, int(node.settings.get(FILE_VERSIONS.name)))
+        work = plan_work(node.engine, layer, int(node.settings.get(FILE_VERSIONS.name)),
+                         d.end_time)
         cp = {"work": msgspec.msgpack.encode(work), "done": [], "protection": record.id,
               "revision_start": d.start_time or protect_at,
               "rows": 0, "index_entries": 0, "bytes": 0}
@@ -261,25 +271,39 @@ class BackupResumer:
         finished = {e[0] for e in done}
         scratch = scratch_dir(node, self.job_id)
         first = True
+        todo = [(i, item) for i, item in enumerate(work) if i not in finished]
+
+        def export_one(i: int, item: WorkItem) -> tuple[BackupFile | None, int]:
+            return self._export_one(node, storage, key, scratch, i, item)
+
         try:
-            for i, item in enumerate(work):
-                if i in finished:
-                    continue
-                entry, fp = self._export_one(node, storage, key, scratch, i, item)
-                done.append([i, None if entry is None else msgspec.to_builtins(entry), fp])
-                if entry is not None:
-                    table_id, index_id, _ = decode_index_prefix(item.span.start)
-                    if table_id >= FIRST_USER_ID:  # not the cluster settings
-                        cp["rows" if index_id == PRIMARY_INDEX_ID else "index_entries"] += entry.rows
-                    cp["bytes"] += entry.size
-                cp["done"] = done
-                self._write_checkpoint(storage, done, key)
-                ctx.progress(len(done) / max(1, len(work)), checkpoint=cp)
-                if first:
-                    first = False
-                    ctx.pause_point(PAUSE_AFTER_FIRST_CHUNK)
+            with Parts(node.engine, export_one, todo, EXPORT_WORKERS) as parts:
+                for i, (entry, fp) in parts.results():
+                    self._record_part(ctx, storage, key, cp, work, done, i, entry, fp)
+                    if first:
+                        first = False
+                        if ctx.pauses_at(PAUSE_AFTER_FIRST_CHUNK):
+                            # Keep what the other workers finish: a resumed job skips it.
+                            for j, (e, f) in parts.settle():
+                                self._record_part(ctx, storage, key, cp, work, done, j, e, f)
+                            ctx.pause_point(PAUSE_AFTER_FIRST_CHUNK)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def _record_part(self, ctx: JobContext, storage: ExternalStorage,
+                     key: EncryptionKey | None, cp: dict[str, Any], work: list[WorkItem],
+                     done: list[list[Any]], i: int, entry: BackupFile | None, fp: int
+                     ) -> None:
+        """Checkpoint a finished part (job record and BACKUP-CHECKPOINT) and report progress."""
+        done.append([i, None if entry is None else msgspec.to_builtins(entry), fp])
+        if entry is not None:
+            table_id, index_id, _ = decode_index_prefix(work[i].span.start)
+            if table_id >= FIRST_USER_ID:  # not the cluster settings
+                cp["rows" if index_id == PRIMARY_INDEX_ID else "index_entries"] += entry.rows
+            cp["bytes"] += entry.size
+        cp["done"] = done
+        self._write_checkpoint(storage, done, key)
+        ctx.progress(len(done) / max(1, len(work)), checkpoint=cp)
 
     def _export_one(self, node: Node, storage: ExternalStorage, key: EncryptionKey | None,
                     scratch: Path, i: int, item: WorkItem) -> tuple[BackupFile | None, int]:
@@ -315,9 +339,16 @@ class BackupResumer:
         plen = len(item.span.start)
         read_at = d.end_time if item.ts_cap is None else min(d.end_time, item.ts_cap)
         if item.start_ts == 0:
-            return fingerprint.fingerprint(export_entries(str(local), read_at), plen)
+            fp = export_fingerprint(str(local), plen, read_at)  # in C, when built
+            if fp is None:
+                fp = fingerprint.fingerprint(export_entries(str(local), read_at), plen)
+            return fp
         if item.window != "arrival":
             return 0  # the unsafe mode: fingerprinted from the store at the end
+        delta = node.engine.fingerprint_change(str(local), Span(item.part.start, item.part.end),
+                                               item.start_ts, read_at, plen)
+        if delta is not None:  # in C, when built
+            return delta
         keys = export_keys(str(local))
         before = node.engine.get_many_checked(keys, item.start_ts)
         after = node.engine.get_many_checked(keys, read_at)

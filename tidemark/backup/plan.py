@@ -63,7 +63,7 @@ IMPORTING = OFFLINE_REASON  # a table OFFLINE for an IMPORT
 RESTORING = "restoring"  # a table OFFLINE while a RESTORE creates it
 
 FILE_VERSIONS = register(
-    "bulkio.backup.file_versions", Kind.INT, 500_000,
+    "bulkio.backup.file_versions", Kind.INT, 250_000,
     "versions per backup data file: a span with more is cut into several files, each "
     "exported, written and checkpointed on its own",
     validate=lambda v: None if v >= 1 else "must be at least 1")
@@ -301,11 +301,17 @@ def plan_spans(tables: list[TableDescriptor], prev: Manifest | None, *,
     return out
 
 
-def plan_work(engine: Engine, layer: LayerSpans, file_versions: int) -> list[WorkItem]:
+def plan_work(engine: Engine, layer: LayerSpans, file_versions: int, end_time: int
+              ) -> list[WorkItem]:
     """Cut each span into parts of about ``file_versions`` versions: one file each."""
     items = []
     for span, window, start, cap in layer.exports:
-        cuts = engine.split_points(ESpan(span.start, span.end), file_versions)
+        espan = ESpan(span.start, span.end)
+        if window == "arrival" and start > 0 and \
+                engine.count_arrived(espan, start, end_time) <= file_versions:
+            cuts = []  # a small window: one part, without walking the whole span
+        else:
+            cuts = engine.split_points(espan, file_versions)
         bounds = [span.start, *cuts, span.end]
         for lo, hi in itertools.pairwise(bounds):
             items.append(WorkItem(span, MSpan(lo, hi), window, start, cap))

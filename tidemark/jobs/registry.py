@@ -95,10 +95,15 @@ class JobContext:
             self.lost.set()
             raise _LeaseLost() from None
 
+    def pauses_at(self, name: str) -> bool:
+        """Whether ``pause_point(name)`` would pause: a job with work in flight settles it
+        first, so that what it finished is in the checkpoint it pauses with."""
+        points = {p.strip() for p in str(self.node.settings.get(PAUSE_POINTS.name)).split(",")}
+        return name in points
+
     def pause_point(self, name: str) -> None:
         """Pause the job here if ``jobs.debug.pausepoints`` names this point."""
-        points = {p.strip() for p in str(self.node.settings.get(PAUSE_POINTS.name)).split(",")}
-        if name in points:
+        if self.pauses_at(name):
             self.registry._pause_at(self, name)
             raise _Paused(name)
 
@@ -300,6 +305,12 @@ class Registry:
         self.db.run(f)
 
     def _heartbeat(self, ctx: JobContext, done: threading.Event) -> None:
+        try:
+            self._beat(ctx, done)
+        finally:
+            self.db.engine.release_thread()
+
+    def _beat(self, ctx: JobContext, done: threading.Event) -> None:
         interval = max(self._lease_ns() / NANOS_PER_SECOND / 3, 0.05)
         while not done.wait(interval):
             def f(txn: Txn) -> bool:
