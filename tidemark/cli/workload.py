@@ -5,8 +5,10 @@ schedules, each on a new store under `--store-dir` (default: a temporary folder,
 afterwards), prints the seed first so that a failure can be reproduced, then a summary table
 (`--json`: one JSON object per seed, then the totals). Exit status 1 when any restore diverged
 from its source, a RESTORE had to rebuild an index, or the schedule hit an error it did not
-expect; with `--unsafe` (MVCC-window incrementals, which lose data) divergences are expected
-and only reported.
+expect, or left a job unfinished; with `--unsafe` (MVCC-window incrementals, which lose data)
+divergences are expected and only reported. `--subprocess` runs some job statements in a child
+process that is SIGKILLed mid-job; the job is then adopted and finished here, cancelled, or
+left to the adoption loop (see the nemesis module); it combines with `--unsafe`.
 """
 
 from __future__ import annotations
@@ -107,7 +109,10 @@ def _table(summaries: list[nemesis.Summary], elapsed: float) -> Table:
 
     verdicts = [v for s in summaries for v in s.doctor.values()]
     unsafe = any(s.unsafe for s in summaries)
-    t = Table(title=f"nemesis{' (UNSAFE incrementals)' if unsafe else ''}: "
+    kills = any(s.subprocess_kills for s in summaries)
+    mode = ", ".join(m for m, on in (("UNSAFE incrementals", unsafe),
+                                     ("subprocess kills", kills)) if on)
+    t = Table(title=f"nemesis{f' ({mode})' if mode else ''}: "
               f"{len(summaries)} schedule(s) in {elapsed:.1f}s")
     t.add_column("what")
     t.add_column("count", justify="right")
@@ -137,10 +142,23 @@ def _table(summaries: list[nemesis.Summary], elapsed: float) -> Table:
          sum(len(s.doctor_missed) for s in summaries)),
         ("doctor flagged a chain that restored exactly",
          sum(len(s.doctor_flagged_intact) for s in summaries)),
+        ("jobs left unfinished at the end", sum(len(s.jobs_left) for s in summaries)),
     ]
+    if kills:
+        rows[8:8] = [
+            ("jobs SIGKILLed mid-job (subprocess)", total("killed")),
+            ("  killed: adopted and finished here", total("adopted")),
+            ("  killed: cancelled", total("kill_cancelled")),
+            ("  killed: left to the adoption loop", total("kill_left")),
+            ("  killed: backups", sum(s.ops["kill:backup"] for s in summaries)),
+            ("  killed: restores", sum(s.ops["kill:restore"] for s in summaries)),
+            ("  killed: imports", sum(s.ops["kill:import"] for s in summaries)),
+            ("  killed: index backfills", sum(s.ops["kill:index"] for s in summaries)),
+            ("children done before the kill", total("kill_missed")),
+        ]
     bad = {"restores diverged", "divergences (tables)", "indexes rebuilt by RESTORE",
            "unexpected errors", "doctor: problems",
-           "doctor missed (chain lost data, said healthy)"}
+           "doctor missed (chain lost data, said healthy)", "jobs left unfinished at the end"}
     for what, n in rows:
         style = "red" if what in bad and n and not unsafe else \
             "yellow" if what in bad and n else None
@@ -160,6 +178,12 @@ def nemesis_cmd(
     force_hazards: bool = typer.Option(False, "--force-hazards",
                                        help="start with a backfill and an IMPORT paused "
                                        "across a full backup"),
+    subprocess_kills: bool = typer.Option(False, "--subprocess",
+                                          help="run some job statements in a child process "
+                                          "and SIGKILL it mid-job; the job is adopted here"),
+    force_kill: bool = typer.Option(False, "--force-kill",
+                                    help="start with a full backup SIGKILLed mid-job and "
+                                    "adopted (implies --subprocess)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="log notable steps"),
 ) -> None:
     """Random schedules of writes, index builds, imports, restores and GC interleaved with
@@ -175,14 +199,17 @@ def nemesis_cmd(
         store_dir = Path(tmp.name)
     try:
         for s in todo:
-            flags = (" --unsafe" if unsafe else "") + (" --force-hazards" if force_hazards
-                                                       else "")
+            flags = "".join(f for f, on in ((" --unsafe", unsafe),
+                                            (" --force-hazards", force_hazards),
+                                            (" --subprocess", subprocess_kills),
+                                            (" --force-kill", force_kill)) if on)
             console.print(f"nemesis seed={s}: reproduce with tidemark nemesis --seed {s} "
-                          f"--steps {steps}{flags}", highlight=False)
+                          f"--steps {steps}{flags}", highlight=False, soft_wrap=True)
             log = (lambda m: console.print(f"  {m}", highlight=False, markup=False)) \
                 if verbose else None
             summary = nemesis.run(s, steps, store_dir, unsafe=unsafe,
-                                  force_hazards=force_hazards, log=log)
+                                  force_hazards=force_hazards, log=log,
+                                  subprocess_kills=subprocess_kills, force_kill=force_kill)
             summaries.append(summary)
             if as_json:
                 print(json.dumps(summary.to_json()), flush=True)
@@ -192,6 +219,8 @@ def nemesis_cmd(
                 err.print(f"[red]REBUILT[/red] seed={s}: {d}", highlight=False)
             for d in summary.unexpected:
                 err.print(f"[red]UNEXPECTED[/red] seed={s}: {d}", highlight=False)
+            for d in summary.jobs_left:
+                err.print(f"[red]JOB LEFT[/red] seed={s}: {d}", highlight=False)
             for d in summary.known_issues:
                 err.print(f"[yellow]KNOWN ISSUE[/yellow] seed={s}: {d}", highlight=False)
             if verbose:

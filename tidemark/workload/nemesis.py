@@ -36,16 +36,49 @@ databases and compared, per index, with what was recorded; the doctor
 divergences and doctor problems are then expected. ``force_hazards=True`` starts the schedule
 with an index backfill and an IMPORT both paused across a full backup, resumed before an
 incremental.
+
+Subprocess mode (``subprocess_kills=True``, CLI ``--subprocess``) also kills processes that run
+jobs. Each job statement that is not paused at a pause point (BACKUP, RESTORE TABLE and
+DATABASE, IMPORT INTO, CREATE INDEX) runs, with probability ``KILL_P``, in a child Python
+process that opens the same store (``CHILD``: ``tidemark.connect``, ``stop_adopting``, the
+statement). The parent lowers ``jobs.registry.lease_duration`` to 1s and the chunk sizes of
+backups, backfills and imports (so that a job has several checkpoints), polls the job records
+until the child's job exists and, depending on the moment drawn, has a checkpoint, has
+progress (``fraction_completed > 0``) or has progress plus a random delay, then SIGKILLs the
+child. The job, orphaned with its lease, is then (drawn from the seed)
+
+* finished here: ``SHOW JOB WHEN COMPLETE`` adopts it once the lease expires (``adopted``);
+* cancelled: ``CANCEL JOB``, and the adopter reverts it (the statement never happened);
+* left running (IMPORT, CREATE INDEX, RESTORE TABLE only): the parent's adoption loop picks it
+  up in the background while the schedule goes on, and ``op_resolve`` waits for it or cancels
+  it later, like a paused job.
+
+A job that finished is then treated exactly like the statement run in-process: a backup's
+layer is recorded with the fingerprints at its end time, a RESTORE DATABASE is checked at
+once, a failed job raises the error the statement would have raised. A killed IMPORT that
+finished is also checked to hold each of its CSV's rows exactly once. A child that finishes
+before the kill lands counts as ``kill_missed`` and its statement's result is used as is. The
+draws (which statement, which moment, which fate) come from the seed; where the kill lands is
+timing and is not reproducible. ``force_kill=True`` (CLI ``--force-kill``) starts the schedule
+with a full backup killed after its first checkpoint and adopted, retried until a kill lands.
+``--unsafe`` combines with subprocess mode (the child reads the cluster setting like the
+parent); divergences are then expected as usual. At the end, no job may be left unfinished
+(``jobs_left``), in any mode.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -54,6 +87,7 @@ from typing import Any
 import tidemark
 from tidemark.clock import NANOS_PER_SECOND, format_ts, wall_now
 from tidemark.errors import JobPausedError, RetryableError, SQLError, TidemarkError
+from tidemark.jobs.record import JobRecord, Status
 from tidemark.workload import bank
 
 __all__ = ["Summary", "run"]
@@ -68,6 +102,36 @@ ACCOUNTS = 20
 TABLES = ("nem.t1", "nem.t2", "nem.bank")
 SIDE_SOURCES = ("t1", "t2", "bank")
 
+# -- subprocess mode (see the module doc) --
+KILL_P = 0.35  # the chance that a job statement runs in a child that is SIGKILLed
+LEASE = "'1s'"  # jobs.registry.lease_duration: an orphan is adoptable 1s after the kill
+KILL_FILE_VERSIONS = 60  # bulkio.backup.file_versions: several checkpoints per backup
+KILL_WAIT_S = 60.0  # the longest wait for a child's job to reach its kill moment
+POLL_S = 0.005
+JOB_TYPES = {"index": "SCHEMA CHANGE", "import": "IMPORT", "restore": "RESTORE",
+             "backup": "BACKUP"}
+# when to kill: once the job exists, once it has a checkpoint, once it made progress, or a
+# random 0-80 ms after that
+MOMENTS = (("start", 2), ("checkpoint", 2), ("progress", 4), ("later", 3))
+# after the kill: adopt and finish it here, cancel it, or leave it to the adoption loop
+FATES = (("finish", 75), ("cancel", 10), ("leave", 15))
+CHILD = r"""
+import json, sys
+import tidemark
+from tidemark.errors import TidemarkError
+conn = tidemark.connect(sys.argv[1])
+conn.registry.stop_adopting()
+print("running", flush=True)
+try:
+    res = conn.execute(sys.argv[2])
+except TidemarkError as e:
+    print(json.dumps({"code": e.code, "error": e.message, "hint": e.hint}), flush=True)
+    conn.close()
+    sys.exit(3)
+print(json.dumps({"notices": list(res.notices)}), flush=True)
+conn.close()
+"""
+
 # an expected state: {"db.table": sorted fingerprint rows, or None (not restored)}
 Expect = dict[str, list[tuple[Any, ...]] | None]
 
@@ -77,6 +141,7 @@ class Summary:
     seed: int
     steps: int
     unsafe: bool = False
+    subprocess_kills: bool = False
     ops: Counter[str] = field(default_factory=Counter)
     chains: int = 0
     backups_full: int = 0
@@ -97,6 +162,15 @@ class Summary:
     doctor_problems: list[str] = field(default_factory=list)
     doctor_missed: list[str] = field(default_factory=list)  # lost data, doctor said healthy
     doctor_flagged_intact: list[str] = field(default_factory=list)  # flagged, restored exactly
+    # subprocess mode: children SIGKILLed while their job was unfinished; of those, jobs
+    # adopted (finished by this process), cancelled, left to the adoption loop; children
+    # that finished (or failed) their statement before the kill landed
+    killed: int = 0
+    adopted: int = 0
+    kill_cancelled: int = 0
+    kill_left: int = 0
+    kill_missed: int = 0
+    jobs_left: list[str] = field(default_factory=list)  # jobs not finished at the end
     seconds: float = 0.0
 
     diverged: set[str] = field(default_factory=set)  # the restores (labels) that diverged
@@ -108,7 +182,8 @@ class Summary:
     @property
     def ok(self) -> bool:
         """No divergence, rebuilt index or unexpected error (the default mode's verdict)."""
-        return not (self.divergences or self.rebuilt or self.unexpected or self.doctor_missed)
+        return not (self.divergences or self.rebuilt or self.unexpected or self.doctor_missed
+                    or self.jobs_left)
 
     @property
     def detected(self) -> bool:
@@ -118,6 +193,7 @@ class Summary:
 
     def to_json(self) -> dict[str, Any]:
         return {"seed": self.seed, "steps": self.steps, "unsafe": self.unsafe,
+                "subprocess_kills": self.subprocess_kills,
                 "ok": self.ok, "ops": dict(self.ops), "chains": self.chains,
                 "backups": {"full": self.backups_full, "incremental": self.backups_incremental,
                             "revision_history": self.backups_revision,
@@ -131,6 +207,10 @@ class Summary:
                 "doctor": self.doctor, "doctor_problems": self.doctor_problems,
                 "doctor_missed": self.doctor_missed,
                 "doctor_flagged_intact": self.doctor_flagged_intact,
+                "kills": {"killed": self.killed, "adopted": self.adopted,
+                          "cancelled": self.kill_cancelled, "left": self.kill_left,
+                          "missed": self.kill_missed},
+                "jobs_left": self.jobs_left,
                 "seconds": round(self.seconds, 2)}
 
 
@@ -166,6 +246,17 @@ class PausedJob:
     kind: str  # index, import, restore
     table: str  # db.table it concerns
     stmt: str
+    orphan: bool = False  # not paused: its process was killed and it was left running
+
+
+@dataclass
+class JobRun:
+    """How a job statement ended (``Nemesis.job_stmt``)."""
+
+    outcome: str  # "done" (it took effect), "canceled" (deliberately), "left" (an orphan)
+    job_id: int | None = None
+    notices: list[str] = field(default_factory=list)
+    killed: bool = False
 
 
 def _aost(ts: int) -> str:
@@ -187,12 +278,14 @@ def _testing_env() -> Iterator[None]:
 
 class Nemesis:
     def __init__(self, seed: int, steps: int, store: Path, unsafe: bool, force_hazards: bool,
-                 log: Callable[[str], None] | None):
+                 log: Callable[[str], None] | None, subprocess_kills: bool = False):
         self.rng = random.Random(seed)
         self.seed, self.steps, self.store = seed, steps, store
         self.unsafe, self.force_hazards = unsafe, force_hazards
+        self.subprocess_kills = subprocess_kills
         self.log = log or (lambda _msg: None)
-        self.summary = Summary(seed=seed, steps=steps, unsafe=unsafe)
+        self.summary = Summary(seed=seed, steps=steps, unsafe=unsafe,
+                               subprocess_kills=subprocess_kills)
         self.conn = tidemark.connect(store)
         self.ext = Path(self.conn.node.engine.root) / "external"
         self.next_id = 1_000_000
@@ -284,6 +377,155 @@ class Nemesis:
                 out[table] = None
         return out
 
+    # -- subprocess mode: job statements run by a child that is SIGKILLed --------------
+
+    def job_stmt(self, stmt: str, kind: str, *, leave: bool = False,
+                 force: str | None = None) -> JobRun:
+        """Run a job's statement: in this process, or (subprocess mode, drawn with
+        ``KILL_P``, or ``force`` naming the kill moment) in a child that is SIGKILLed
+        mid-job. ``leave``: the orphan may be left to the adoption loop. Raises what the
+        statement would raise."""
+        if force is None and not (self.subprocess_kills and self.rng.random() < KILL_P):
+            return JobRun("done", notices=list(self.sql(stmt).notices))
+        moment = force or self.rng.choices([m for m, _ in MOMENTS],
+                                           [w for _, w in MOMENTS])[0]
+        delay = self.rng.uniform(0.0, 0.08) if moment == "later" else 0.0
+        fate = "finish" if force else self.rng.choices(
+            [f for f, _ in FATES], [w if leave or f != "leave" else 0 for f, w in FATES])[0]
+        return self.killed_stmt(stmt, kind, moment, delay, fate)
+
+    def jobs(self) -> list[JobRecord]:
+        return self.conn.node.db.run(self.conn.registry.all)
+
+    def child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        root = str(Path(tidemark.__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        env.pop("TIDEMARK_TESTING", None)  # the child changes no setting
+        return env
+
+    def killed_stmt(self, stmt: str, kind: str, moment: str, delay: float,
+                    fate: str) -> JobRun:
+        s = self.summary
+        # The child reads the store's cluster settings: no pause point may be left set.
+        if str(self.conn.node.settings.get(PAUSEPOINTS)):
+            self.setting(PAUSEPOINTS, "''")
+        job_type = JOB_TYPES[kind]
+        before = {r.id for r in self.jobs()}
+        with tempfile.TemporaryFile() as out:
+            child = subprocess.Popen(
+                [sys.executable, "-c", CHILD, str(self.store), stmt], stdout=out,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.child_env(),
+                cwd=Path(tidemark.__file__).resolve().parents[1])
+            try:
+                job_id = self.wait_to_kill(child, job_type, before, moment, delay)
+            finally:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGKILL)
+                child.wait(KILL_WAIT_S)
+            out.seek(0)
+            text = out.read().decode(errors="replace")
+        rec = None if job_id is None else self.conn.registry.get(job_id)
+        if child.returncode != -signal.SIGKILL or rec is None or rec.status.terminal:
+            # The child finished (or failed) the statement, or its job, before the kill.
+            s.kill_missed += 1
+            s.ops[f"kill_missed:{kind}"] += 1
+            self.log(f"step {self.step_no}: {kind} child exited {child.returncode} before the "
+                     f"kill ({moment}; job {job_id}: {rec.status if rec else 'none'})")
+            if child.returncode == -signal.SIGKILL:
+                if rec is None:
+                    raise SQLError(f"no {job_type} job appeared for {stmt} before the child "
+                                   f"was killed:\n{text[-2000:]}", code="XXKIL")
+                return self.ended(stmt, kind, rec, fate="finish")
+            return self.child_result(stmt, child.returncode, text)
+        s.killed += 1
+        s.ops[f"kill:{kind}"] += 1
+        s.ops[f"kill.{moment}"] += 1
+        self.log(f"step {self.step_no}: SIGKILL {kind} job {job_id} ({moment}, "
+                 f"{rec.status}, {rec.fraction_completed:.2f}): {fate}")
+        if fate == "leave":
+            s.kill_left += 1
+            return JobRun("left", job_id, killed=True)
+        if fate == "cancel":
+            try:
+                self.sql(f"CANCEL JOB {job_id}")
+            except SQLError as e:
+                if e.code != "55000":  # it ended first (the adoption loop finished it)
+                    raise
+        self.sql(f"SHOW JOB WHEN COMPLETE {job_id}")
+        return self.ended(stmt, kind, self.conn.registry.get(job_id), fate)
+
+    def wait_to_kill(self, child: subprocess.Popen[bytes], job_type: str, before: set[int],
+                     moment: str, delay: float) -> int | None:
+        """Poll the job records until the child's job reaches ``moment``, then SIGKILL the
+        child; returns the job's ID (None: the child exited and no job appeared)."""
+        deadline = time.monotonic() + KILL_WAIT_S
+        job_id = None
+        while time.monotonic() < deadline:
+            if child.poll() is not None:
+                break
+            # once the job is known, read its record only
+            recs = self.jobs() if job_id is None else [self.conn.registry.get(job_id)]
+            for rec in recs:
+                if rec.id in before or rec.type != job_type:
+                    continue
+                job_id = rec.id
+                ready = {"start": True, "checkpoint": bool(rec.checkpoint),
+                         "progress": rec.fraction_completed > 0,
+                         "later": rec.fraction_completed > 0}[moment]
+                if ready or rec.status.terminal:
+                    if delay:
+                        time.sleep(delay)
+                    child.send_signal(signal.SIGKILL)
+                    return job_id
+            time.sleep(POLL_S)
+        else:
+            self.summary.unexpected.append(
+                f"step {self.step_no}: the child's {job_type} job did not reach {moment} in "
+                f"{KILL_WAIT_S:.0f}s: killed anyway")
+            child.send_signal(signal.SIGKILL)
+            return job_id
+        # the child exited: its job, if any, is the last one of that type
+        new = [r.id for r in self.jobs() if r.id not in before and r.type == job_type]
+        return max(new) if new else job_id
+
+    def child_result(self, stmt: str, returncode: int, text: str) -> JobRun:
+        """The result of a statement the child finished: its notices, or its error."""
+        msg = None
+        for line in reversed(text.splitlines()):  # the child's last JSON line
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    msg = json.loads(line)
+                    break
+        if returncode == 0 and isinstance(msg, dict) and "notices" in msg:
+            return JobRun("done", notices=list(msg["notices"]))
+        if returncode == 3 and isinstance(msg, dict) and "code" in msg:
+            raise SQLError(msg["error"], code=msg["code"], hint=msg.get("hint"))
+        raise SQLError(f"the child running {stmt} exited with {returncode}:\n{text[-3000:]}",
+                       code="XXCHD")
+
+    def ended(self, stmt: str, kind: str, rec: JobRecord, fate: str) -> JobRun:
+        """A killed job, finished here or cancelled: what the statement would have done."""
+        s = self.summary
+        if rec.status is Status.SUCCEEDED:
+            if rec.coordinator_id == self.conn.registry.instance_id:
+                s.adopted += 1
+                s.ops[f"kill.adopted:{kind}"] += 1
+            notices = [f"rebuilt index {name}: it did not match its table in the backup"
+                       for name in rec.checkpoint.get("rebuilt", [])]
+            return JobRun("done", rec.id, notices, killed=True)
+        if rec.status is Status.CANCELED and fate == "cancel":
+            s.kill_cancelled += 1
+            s.ops[f"kill.cancelled:{kind}"] += 1
+            return JobRun("canceled", rec.id, killed=True)
+        if rec.status is Status.FAILED:
+            # the statement would have failed the same way (e.g. XXC01: GC passed the chain)
+            raise SQLError(f"job {rec.id} failed: {rec.error}",
+                           code=rec.checkpoint.get("error_code") or "XXUUU",
+                           hint=rec.checkpoint.get("error_hint"))
+        raise SQLError(f"killed job {rec.id} ({stmt}) ended {rec.status}, not "
+                       f"{'canceled' if fate == 'cancel' else 'succeeded'}", code="XXKIL")
+
     # -- setup ---------------------------------------------------------------------------
 
     def setup(self) -> None:
@@ -291,8 +533,12 @@ class Nemesis:
             with _testing_env():
                 self.setting(UNSAFE, "true")
         self.setting("gc.ttlseconds", str(GC_TTL))
-        self.setting("bulkio.index_backfill.batch_size", "20")
-        self.setting("bulkio.import.batch_size", "25")
+        # subprocess mode: smaller chunks, so that a kill lands mid-job more often
+        self.setting("bulkio.index_backfill.batch_size", "8" if self.subprocess_kills else "20")
+        self.setting("bulkio.import.batch_size", "10" if self.subprocess_kills else "25")
+        if self.subprocess_kills:
+            self.setting("jobs.registry.lease_duration", LEASE)
+            self.setting("bulkio.backup.file_versions", str(KILL_FILE_VERSIONS))
         self.sql("CREATE DATABASE nem")
         self.sql("CREATE DATABASE side")
         self.sql("CREATE TABLE nem.t1 (id INT PRIMARY KEY, v STRING, n INT, u INT, "
@@ -359,12 +605,19 @@ class Nemesis:
             self.rng.random() < 0.3 else ""
         stmt = (f"CREATE {'UNIQUE ' if unique else ''}INDEX {name} ON {t} ({cols}){storing}")
         pause = self.rng.random() < 0.5
-        job = self.paused_job(stmt, BACKFILL_PAUSE if pause else None)
+        if pause:
+            job = self.paused_job(stmt, BACKFILL_PAUSE)
+        else:
+            run = self.job_stmt(stmt, "index", leave=True)
+            if run.outcome == "canceled":
+                return
+            job = run.job_id if run.outcome == "left" else None
         self.indexes[t].append(name)
         if job is not None:
-            self.paused[job] = PausedJob("index", t, stmt)
-            self.summary.ops["create_index.paused"] += 1
-            self.log(f"step {self.step_no}: {stmt} paused (job {job})")
+            self.paused[job] = PausedJob("index", t, stmt, orphan=not pause)
+            self.summary.ops["create_index.paused" if pause else "create_index.orphan"] += 1
+            self.log(f"step {self.step_no}: {stmt} {'paused' if pause else 'orphaned'} "
+                     f"(job {job})")
         else:
             self.summary.ops["create_index"] += 1
 
@@ -407,14 +660,31 @@ class Nemesis:
         pre_fps = self.fingerprints(t, pre)
         stmt = f"IMPORT INTO {t} CSV DATA ('nodelocal://self/{name}')"
         pause = self.rng.random() < 0.5
-        job = self.paused_job(stmt, IMPORT_PAUSE if pause else None)
+        run = None
+        if pause:
+            job = self.paused_job(stmt, IMPORT_PAUSE)
+        else:
+            run = self.job_stmt(stmt, "import", leave=True)
+            if run.outcome == "canceled":
+                return
+            job = run.job_id if run.outcome == "left" else None
         if job is not None:
             self.import_pre[t] = pre_fps
-            self.paused[job] = PausedJob("import", t, stmt)
-            self.summary.ops["import.paused"] += 1
-            self.log(f"step {self.step_no}: {stmt} paused (job {job})")
-        else:
-            self.summary.ops["import"] += 1
+            self.paused[job] = PausedJob("import", t, stmt, orphan=not pause)
+            self.summary.ops["import.paused" if pause else "import.orphan"] += 1
+            self.log(f"step {self.step_no}: {stmt} {'paused' if pause else 'orphaned'} "
+                     f"(job {job})")
+            return
+        self.summary.ops["import"] += 1
+        if run is not None and run.killed:
+            # A killed IMPORT resumed from its checkpoint: each CSV row exactly once.
+            ((n, distinct),) = self.sql(f"SELECT count(*), count(DISTINCT id) FROM {t} "
+                                        f"WHERE id >= {ids.start} AND id < {ids.stop}").rows
+            if (n, distinct) != (len(ids), len(ids)):
+                self.summary.divergences.append(
+                    f"source: killed {stmt} (job {run.job_id}) left {n} rows ({distinct} "
+                    f"distinct) of {len(ids)}")
+                self.summary.diverged.add("source")
 
     def op_resolve(self, job: int | None = None, resume: bool | None = None) -> None:
         if not self.paused:
@@ -424,11 +694,21 @@ class Nemesis:
         info = self.paused.pop(job)
         if resume is None:
             resume = self.rng.random() < 0.6
-        self.sql(f"{'RESUME' if resume else 'CANCEL'} JOB {job}")
+        if not info.orphan:
+            self.sql(f"{'RESUME' if resume else 'CANCEL'} JOB {job}")
+        elif not resume:
+            # An orphan is running (adopted in the background) or waiting for its lease to
+            # expire; it may also have finished already.
+            try:
+                self.sql(f"CANCEL JOB {job}")
+            except SQLError as e:
+                if e.code != "55000":
+                    raise
         res = self.sql(f"SHOW JOB WHEN COMPLETE {job}")
         status = dict(zip(res.columns, res.rows[0], strict=True))
-        want = "succeeded" if resume else "canceled"
-        if str(status["status"]) != want:
+        want = {"succeeded"} if resume else {"canceled", "succeeded"} if info.orphan else \
+            {"canceled"}
+        if str(status["status"]) not in want:
             # KNOWN ISSUE: IMPORT protects S-1 over its table and RESTORE its spans, but the
             # storage engine's write check (_check_write_ts) compares the ingest timestamp with
             # the global GC threshold only, so a paused job that GC overtook fails on RESUME.
@@ -436,13 +716,14 @@ class Nemesis:
             (self.summary.known_issues if gc_overtook else self.summary.unexpected).append(
                 f"step {self.step_no}: {info.stmt} (job {job}) {status['status']} after "
                 f"{'RESUME' if resume else 'CANCEL'}: {status.get('error')}")
-        if info.kind == "index" and (not resume or str(status["status"]) != "succeeded"):
+        if info.kind == "index" and str(status["status"]) != "succeeded":
             name = info.stmt.split(" INDEX ", 1)[1].split()[0]
             if name in self.indexes[info.table]:
                 self.indexes[info.table].remove(name)
-        if info.kind == "restore" and (not resume or str(status["status"]) != "succeeded"):
+        if info.kind == "restore" and str(status["status"]) != "succeeded":
             pass  # the table is gone again
-        self.summary.ops[f"{info.kind}.{'resumed' if resume else 'cancelled'}"] += 1
+        what = "orphan." if info.orphan else ""
+        self.summary.ops[f"{info.kind}.{what}{'resumed' if resume else 'cancelled'}"] += 1
 
     def op_restore(self) -> None:
         chains = [c for c in self.chains if c.layers]
@@ -452,10 +733,12 @@ class Nemesis:
         if self.rng.random() < 0.5:
             # a new database, checked against the chain's newest layer at once
             db = self.name("mid")
-            res = self.sql(f"RESTORE DATABASE nem FROM LATEST IN '{c.coll}' WITH "
-                           f"new_db_name = '{db}'{c.pp_opt(', ')}")
+            run = self.job_stmt(f"RESTORE DATABASE nem FROM LATEST IN '{c.coll}' WITH "
+                                f"new_db_name = '{db}'{c.pp_opt(', ')}", "restore")
+            if run.outcome == "canceled":
+                return
             self.verify(f"mid-restore of {c.coll} into {db}", "nem", db, c.layers[-1].expect,
-                        res)
+                        run.notices)
             self.summary.ops["restore.database"] += 1
             return
         src = self.rng.choice(SIDE_SOURCES)
@@ -467,11 +750,18 @@ class Nemesis:
         stmt = (f"RESTORE TABLE nem.{src} FROM LATEST IN '{c.coll}' WITH into_db = 'side'"
                 f"{c.pp_opt(', ')}")
         pause = self.rng.random() < 0.4
-        job = self.paused_job(stmt, RESTORE_PAUSE if pause else None)
+        if pause:
+            job = self.paused_job(stmt, RESTORE_PAUSE)
+        else:
+            run = self.job_stmt(stmt, "restore", leave=True)
+            if run.outcome == "canceled":
+                return
+            job = run.job_id if run.outcome == "left" else None
         if job is not None:
-            self.paused[job] = PausedJob("restore", t, stmt)
-            self.summary.ops["restore.table.paused"] += 1
-            self.log(f"step {self.step_no}: {stmt} paused (job {job})")
+            self.paused[job] = PausedJob("restore", t, stmt, orphan=not pause)
+            self.summary.ops["restore.table.paused" if pause else "restore.table.orphan"] += 1
+            self.log(f"step {self.step_no}: {stmt} {'paused' if pause else 'orphaned'} "
+                     f"(job {job})")
         else:
             self.summary.ops["restore.table"] += 1
 
@@ -497,7 +787,9 @@ class Nemesis:
         self.summary.chains += 1
         return c
 
-    def op_backup(self, full: bool | None = None) -> None:
+    def op_backup(self, full: bool | None = None, kill: str | None = None) -> bool:
+        """One backup (``kill``: in a child, SIGKILLed at that moment); False when it was
+        cancelled after a kill."""
         live = [c for c in self.chains if not c.broken]
         if full is None:
             full = not live or self.rng.random() < 0.25
@@ -505,7 +797,7 @@ class Nemesis:
         into = f"LATEST IN '{c.coll}'" if c.layers else f"'{c.coll}'"
         stmt = f"BACKUP DATABASE nem, side INTO {into}{c.opts()}"
         try:
-            self.sql(stmt)
+            run = self.job_stmt(stmt, "backup", force=kill)
         except SQLError as e:
             if e.code == "XXC01" and c.layers:
                 self.log(f"step {self.step_no}: {c.coll}: {e.message}: new chain")
@@ -517,6 +809,11 @@ class Nemesis:
                 self.sql(stmt)
             else:
                 raise
+        else:
+            if run.outcome == "canceled":
+                self.log(f"step {self.step_no}: backup into {c.coll} cancelled after a kill")
+                self.summary.ops["backup.cancelled"] += 1
+                return False
         rows = self.sql(f"SHOW BACKUP FROM LATEST IN '{c.coll}'{c.pp_opt()}")
         ends = sorted({int(Decimal(r[rows.columns.index("end_time")])) for r in rows.rows})
         end = ends[-1]
@@ -536,7 +833,7 @@ class Nemesis:
             self.log(f"step {self.step_no}: backup {c.coll} layer {len(c.layers) - 1} while "
                      f"paused: {kinds}")
         time.sleep(0.02)  # layer folders are named to 1/100 s
-        return None
+        return True
 
     OPS: tuple[tuple[str, int], ...] = (
         ("write", 22), ("transfer", 12), ("create_index", 9), ("unique_fails", 3),
@@ -568,6 +865,17 @@ class Nemesis:
         self.op_write()
         self.op_backup(full=False)
 
+    def forced_kill(self) -> None:
+        """A full backup killed after its first checkpoint and adopted here; tried again
+        (at the job's start, then) until a kill lands while the job is unfinished."""
+        for attempt in range(5):
+            killed = self.summary.killed
+            self.op_backup(full=True, kill="progress" if attempt < 2 else "start")
+            if self.summary.killed > killed:
+                return
+        self.summary.unexpected.append("force_kill: every child finished its backup before "
+                                       "the kill")
+
     def schedule(self) -> None:
         names = [n for n, _ in self.OPS]
         weights = [w for _, w in self.OPS]
@@ -586,11 +894,11 @@ class Nemesis:
     # -- verification --------------------------------------------------------------------
 
     def verify(self, what: str, src_db: str, dst_db: str, expect: Expect,
-               res: tidemark.Result) -> None:
+               notices: Sequence[str]) -> None:
         s = self.summary
         s.restores_verified += 1
         before = len(s.divergences)
-        s.rebuilt += [f"{what}: {n}" for n in res.notices if "rebuilt" in n]
+        s.rebuilt += [f"{what}: {n}" for n in notices if "rebuilt" in n]
         present = {r[1] for r in self.sql(f"SHOW TABLES FROM {dst_db}").rows}
         for table, fps in expect.items():
             db, short = table.split(".")
@@ -634,7 +942,7 @@ class Nemesis:
                 self.summary.divergences.append(f"{what}: RESTORE failed: {e.code}: {e}")
                 self.summary.diverged.add(what)
                 continue
-            self.verify(what, src, db, expect, res)
+            self.verify(what, src, db, expect, res.notices)
 
     def finish(self) -> None:
         while self.paused:
@@ -659,6 +967,8 @@ class Nemesis:
                         self.rng.sample(inside, min(len(inside), self.rng.randint(1, 2)))):
                     self.restore_and_verify(c, subdir, ts, expect, f"moment {k}")
             self.run_doctor(c)
+        self.summary.jobs_left += [f"job {r.id} ({r.type}: {r.description}) is {r.status}"
+                                   for r in self.jobs() if not r.status.terminal]
 
     def run_doctor(self, c: Chain) -> None:
         # HOOK: tidemark.backup.doctor (another engineer's module). When it is missing or has
@@ -696,18 +1006,23 @@ class Nemesis:
 
 
 def run(seed: int, steps: int, workdir: str | os.PathLike[str], *, unsafe: bool = False,
-        force_hazards: bool = False, log: Callable[[str], None] | None = None) -> Summary:
-    """Run one schedule on a new store under ``workdir``; see the module docstring."""
+        force_hazards: bool = False, log: Callable[[str], None] | None = None,
+        subprocess_kills: bool = False, force_kill: bool = False) -> Summary:
+    """Run one schedule on a new store under ``workdir``; see the module docstring.
+    ``force_kill`` implies ``subprocess_kills``."""
     start = time.monotonic()
     store = Path(workdir) / f"nemesis-seed-{seed}"
     if store.exists():
         raise FileExistsError(f"{store} exists: use another --store-dir")
     store.parent.mkdir(parents=True, exist_ok=True)
-    n = Nemesis(seed, steps, store, unsafe, force_hazards, log)
+    n = Nemesis(seed, steps, store, unsafe, force_hazards, log,
+                subprocess_kills=subprocess_kills or force_kill)
     try:
         n.setup()
         if force_hazards:
             n.hazards()
+        if force_kill:
+            n.forced_kill()
         n.schedule()
         n.finish()
     finally:
