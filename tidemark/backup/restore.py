@@ -23,6 +23,7 @@ tombstones; nothing half-restored ever becomes PUBLIC.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import shutil
@@ -161,13 +162,21 @@ class RestoreResumer:
             ctx.progress(0.0, checkpoint=cp, running_status="restoring data")
         storage = open_storage(secrets.uri, storage_context(node))
         scratch = scratch_dir(node, self.job_id)
+        # The next span's files download and decode on another thread while this span's
+        # are ingested (both are C code that releases the GIL).
+        prefetch = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="restore-fetch")
         try:
             done = set(cp["done"])
+            todo = [i for i in range(len(d.spans)) if i not in done]
             first = True
-            for i, span in enumerate(d.spans):
-                if i in done:
-                    continue
-                self._restore_span(node, storage, key, scratch, span, cp["ts"])
+            ahead = {}
+            for n, i in enumerate(todo):
+                for j in todo[n:n + 2]:
+                    if j not in ahead:
+                        ahead[j] = prefetch.submit(self._fetch_span, storage, key, scratch, j,
+                                                   d.spans[j])
+                span = d.spans[i]
+                self._restore_span(node, scratch, span, ahead.pop(i).result(), cp["ts"])
                 cp["done"] = [*cp["done"], i]
                 # What the table now holds: a single layer's files hold one live version per
                 # key; merged layers hold superseded versions and tombstones, so count those.
@@ -185,6 +194,7 @@ class RestoreResumer:
                 cp["settings_done"] = True
                 ctx.progress(checkpoint=cp)
         finally:
+            prefetch.shutdown(wait=True, cancel_futures=True)  # nothing writes to scratch now
             shutil.rmtree(scratch, ignore_errors=True)
             storage.close()
         if not cp.get("validated"):
@@ -202,16 +212,27 @@ class RestoreResumer:
             with contextlib.suppress(ProtectionError):
                 node.engine.release(cp["protection"])
 
-    def _restore_span(self, node: Any, storage: ExternalStorage, key: EncryptionKey | None,
-                      scratch: Path, span: RestoreSpan, ts: int) -> None:
-        if not span.files:
-            return
-        local = []
+    @staticmethod
+    def _fetch_span(storage: ExternalStorage, key: EncryptionKey | None, scratch: Path,
+                    i: int, span: RestoreSpan) -> list[Path]:
+        """Download, check and decode the files of span ``i`` into ``scratch``."""
+        local: list[Path] = []
         try:
             for n, source in enumerate(span.files):
-                out = scratch / f"f{n}.sqlite"
+                out = scratch / f"s{i}-f{n}.sqlite"
                 fetch(storage, source, key, out)
                 local.append(out)
+        except BaseException:
+            for p in local:
+                p.unlink(missing_ok=True)
+            raise
+        return local
+
+    def _restore_span(self, node: Any, scratch: Path, span: RestoreSpan, local: list[Path],
+                      ts: int) -> None:
+        if not local:
+            return
+        try:
             rewrites = [(span.old_prefix, span.new_prefix)]
             if not span.merge:
                 for path in local:

@@ -98,7 +98,7 @@ TRAILER_SIZE = 32  # SHA-256 of unencrypted files
 FRAME_SIZE = 64 * 1024
 MIN_FRAME_SIZE = 1024
 MAX_FRAME_SIZE = 16 * 1024 * 1024
-ZSTD_LEVEL = 1  # measured: ~30% faster than 3 on export files, 2% bigger
+ZSTD_LEVEL = 2  # measured on export files: 27% less CPU than level 3, 5% bigger (1: 40%, 24%)
 READ_SIZE = 64 * 1024
 
 FLAG_COMPRESSED = 0x01
