@@ -47,7 +47,8 @@ def run(rows: int) -> list[tuple[str, str, str]]:
         conn.close()
 
         lite = apsw.Connection(os.path.join(work, "sqlite.db"))
-        lite.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL")
+        lite.execute("PRAGMA journal_mode=WAL").fetchall()  # returns a row: run alone
+        lite.execute("PRAGMA synchronous=NORMAL")
         lite.execute("CREATE TABLE bank (id INTEGER PRIMARY KEY, name TEXT, balance INTEGER, "
                      "note TEXT)")
         with lite:

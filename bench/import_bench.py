@@ -61,7 +61,8 @@ def tidemark_import(store: Path, data: Path, batch: int) -> tuple[float, int]:
 
 def _sqlite_db(path: Path) -> apsw.Connection:
     conn = apsw.Connection(str(path))
-    conn.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA journal_mode=WAL").fetchall()  # returns a row: run alone
+    conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute(f"CREATE TABLE t {SQLITE_SCHEMA}")
     return conn
 

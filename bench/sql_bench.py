@@ -120,7 +120,8 @@ class SQLiteCases:
     def __init__(self, path: str, w: Workload):
         self.w = w
         self.conn = apsw.Connection(path)
-        self.conn.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA journal_mode=WAL").fetchall()  # returns a row: run alone
+        self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute(f"CREATE TABLE bank {SQLITE_SCHEMA}")
         self.conn.execute(f"CREATE TABLE bank_lit {SQLITE_SCHEMA}")
 

@@ -277,3 +277,29 @@ def test_delete_range_tombstones_live_keys_only(engine):
     assert count == 1  # b is already deleted
     assert engine.scan(b"", b"\xff", ts) == [(b"c", b"3")]
     assert engine.scan(b"", b"\xff", t1) == [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]
+
+
+def test_every_connection_pragma_takes_effect(tmp_path):
+    """apsw runs a multi-statement string only up to the first statement returning a row,
+    so settings listed after ``PRAGMA mmap_size`` once silently never applied."""
+    from tidemark.storage.sqlite import (
+        DEFAULT_CACHE_KIB,
+        DEFAULT_MMAP_BYTES,
+        WAL_AUTOCHECKPOINT_PAGES,
+        SQLiteEngine,
+    )
+    engine = SQLiteEngine(tmp_path / "s", create=True)
+    try:
+        conn = engine._conn()
+        got = {p: conn.execute(f"PRAGMA {p}").fetchall()[0][0]
+               for p in ("synchronous", "cache_size", "mmap_size", "wal_autocheckpoint")}
+        assert got == {"synchronous": 1, "cache_size": -DEFAULT_CACHE_KIB,
+                       "mmap_size": DEFAULT_MMAP_BYTES,
+                       "wal_autocheckpoint": WAL_AUTOCHECKPOINT_PAGES}
+        # An export streams with a small cache and no map, then puts both back.
+        engine.commit([(b"a", b"1")], engine.frontier())
+        engine.export(str(tmp_path / "e.sqlite"), ALL, 0, engine.frontier())
+        assert conn.execute("PRAGMA cache_size").fetchall()[0][0] == -DEFAULT_CACHE_KIB
+        assert conn.execute("PRAGMA mmap_size").fetchall()[0][0] == DEFAULT_MMAP_BYTES
+    finally:
+        engine.close()

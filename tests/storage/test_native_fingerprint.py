@@ -116,7 +116,7 @@ def _python_paths(engine: SQLiteEngine, path: str, span: Span, before: int, afte
     monkeypatch.setenv("TIDEMARK_NO_NATIVE", "1")
     try:
         assert export_fingerprint(path, plen) is None
-        assert engine.fingerprint_change(path, span, before, after, plen) is None
+        assert engine.fingerprint_change(span, before, after, after, before, plen) is None
         full = fingerprint.fingerprint(export_entries(path), plen)
         keys = export_keys(path)
         old = engine.get_many_checked(keys, before)
@@ -131,7 +131,7 @@ def _python_paths(engine: SQLiteEngine, path: str, span: Span, before: int, afte
 @pytest.mark.parametrize("all_revisions", [False, True])
 def test_engine_c_paths_equal_the_python_fallback(tmp_path, monkeypatch, all_revisions):
     """export_fingerprint and fingerprint_change (C) against export_entries and
-    get_many_checked (Python), on a real store: inserts, updates, deletes, re-inserts, and
+    get_many_checked over the keys of an arrival-window export (Python), on a real store: inserts, updates, deletes, re-inserts, and
     a bulk ingest at an old timestamp arriving late."""
     engine = SQLiteEngine(tmp_path / "s", create=True)
     try:
@@ -152,7 +152,7 @@ def test_engine_c_paths_equal_the_python_fallback(tmp_path, monkeypatch, all_rev
         engine.export(window, span, before, after, window=Window.ARRIVAL,
                       all_revisions=all_revisions)
         c_full = export_fingerprint(full, len(prefix))
-        c_delta = engine.fingerprint_change(window, span, before, after, len(prefix))
+        c_delta = engine.fingerprint_change(span, before, after, after, before, len(prefix))
         py_full, _ = _python_paths(engine, full, span, before, after, len(prefix), monkeypatch)
         _, py_delta = _python_paths(engine, window, span, before, after, len(prefix),
                                     monkeypatch)

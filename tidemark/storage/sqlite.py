@@ -50,6 +50,7 @@ SCHEMA_VERSION = 1  # layout of the SQLite schema below; bumped only with a migr
 DEFAULT_CACHE_KIB = 64 * 1024
 DEFAULT_BUSY_TIMEOUT_MS = 60_000
 DEFAULT_MMAP_BYTES = 256 * 1024 * 1024
+STREAM_CACHE_KIB = 8 * 1024  # while streaming a whole span (export, split points)
 PAGE_SIZE = 8192
 EXPORT_PAGE_SIZE = 65536  # export files are written once, appended in key order: big pages win
 WAL_AUTOCHECKPOINT_PAGES = 10_000  # checkpoint less often than SQLite's 1000 during bulk writes
@@ -98,6 +99,14 @@ Guard = tuple[bytes, Callable[[bytes | None], bool]]
 _OPEN_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
 _spans_codec = msgspec.msgpack.Encoder()
 _spans_decoder = msgspec.msgpack.Decoder(list[tuple[bytes, bytes]])
+
+
+def _pragmas(conn: apsw.Connection, *pragmas: str) -> None:
+    """Run each ``PRAGMA``, one statement at a time: apsw runs a multi-statement string
+    only up to the first statement that returns a row (``PRAGMA mmap_size=N`` does), so
+    the rest would silently not happen."""
+    for pragma in pragmas:
+        conn.execute(f"PRAGMA {pragma}").fetchall()
 
 
 def _check_existing_file(db_path: Path) -> None:
@@ -230,10 +239,11 @@ class SQLiteEngine:
             # A new file: larger pages make bulk ingest and export measurably faster.
             conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
             conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(
-            f"PRAGMA synchronous=NORMAL; PRAGMA cache_size=-{self._cache_kib}; "
-            f"PRAGMA mmap_size={DEFAULT_MMAP_BYTES}; PRAGMA temp_store=MEMORY; "
-            f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+        # Temporary b-trees (the sort of an arrival window) stay in files: memory must not
+        # grow with what a statement sorts.
+        _pragmas(conn, "synchronous=NORMAL", f"cache_size=-{self._cache_kib}",
+                 f"mmap_size={DEFAULT_MMAP_BYTES}",
+                 f"wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         native.load(conn)  # tm_fingerprint, when built: see fingerprint_changes()
         self._local.conn = conn
         with self._conns_lock:
@@ -385,27 +395,28 @@ class SQLiteEngine:
                            self.protected_records)
         return out
 
-    def fingerprint_change(self, export_path: str, span: Span, before_ts: int,
-                           after_ts: int, prefix_len: int) -> int | None:
-        """How the keys an export file holds change a fingerprint (``tidemark.catalog
-        .fingerprint``) from ``before_ts`` to ``after_ts``, read from the store: one pass over
-        each key's versions, in C. None when the C extension is not available (the caller
-        then uses ``get_many_checked``). ``span`` holds the keys: GC past ``before_ts`` under
-        it is refused, as in ``get_many_checked``."""
+    def fingerprint_change(self, span: Span, after: int, upto: int, ts_cap: int,
+                           before_ts: int, prefix_len: int) -> int | None:
+        """How the keys of ``span`` with a version that arrived in ``(after, upto]`` at or
+        below ``ts_cap`` (the keys an arrival-window export of that window holds) change a
+        fingerprint (``tidemark.catalog.fingerprint``) from ``before_ts`` to ``min(ts_cap,
+        upto)``: one pass over each key's versions, in C. The keys come from the arrival
+        index, not the export file, so this can run beside the export. None when the C
+        extension is not available. GC past ``before_ts`` under ``span`` is refused, as in
+        ``get_many_checked``."""
         if not native.available():
             return None
-        conn = self._conn()
-        conn.execute("ATTACH DATABASE ? AS fpx", (f"file:{export_path}?mode=ro",))
-        try:
-            # CROSS JOIN keeps the key order of the outer loop; the aggregate refuses rows
-            # out of (key, ts) order rather than sum them wrongly.
-            delta = conn.execute(
-                "SELECT tm_fingerprint_delta(v.key, v.ts, v.value, ?1, ?3) "
-                "FROM (SELECT DISTINCT key FROM fpx.versions ORDER BY key) e "
-                "CROSS JOIN main.versions v WHERE v.key = e.key AND v.ts <= ?2",
-                (before_ts, after_ts, prefix_len)).fetchall()[0][0]
-        finally:
-            conn.execute("DETACH DATABASE fpx")
+        read_at = min(ts_cap, upto)
+        # CROSS JOIN keeps the key order of the outer loop; the aggregate refuses rows out
+        # of (key, ts) order rather than sum them wrongly.
+        delta = self._conn().execute(
+            "SELECT tm_fingerprint_delta(v.key, v.ts, v.value, :before, :plen) FROM "
+            "(SELECT DISTINCT key FROM versions INDEXED BY versions_by_arrival "
+            " WHERE arrival > :after AND arrival <= :upto AND key >= :lo AND key < :hi "
+            " AND ts <= :read_at ORDER BY key) e "
+            "CROSS JOIN versions v WHERE v.key = e.key AND v.ts <= :read_at",
+            {"before": before_ts, "plen": prefix_len, "after": after, "upto": upto,
+             "lo": span.start, "hi": span.end, "read_at": read_at}).fetchall()[0][0]
         self.check_read_ts(before_ts, [span])  # after the reads: GC shows up here
         return delta & _MASK64
 
@@ -655,12 +666,12 @@ class SQLiteEngine:
         # make a backup's memory grow with the store (measured: 401 MB vs 149 MB at 5M). An
         # arrival window reads few pages, by lookups, which the map makes cheaper.
         streaming = start_ts <= 0 or window is Window.MVCC
-        if streaming:
-            conn.execute("PRAGMA mmap_size=0")
+        if streaming:  # and a small page cache: each exporting thread has its own
+            _pragmas(conn, "mmap_size=0", f"cache_size=-{STREAM_CACHE_KIB}")
         conn.execute("ATTACH DATABASE ? AS exp", (tmp,))
         try:
-            conn.execute(f"PRAGMA exp.page_size={EXPORT_PAGE_SIZE}; PRAGMA exp.journal_mode=OFF; "
-                         "PRAGMA exp.synchronous=OFF")
+            _pragmas(conn, f"exp.page_size={EXPORT_PAGE_SIZE}", "exp.journal_mode=OFF",
+                 "exp.synchronous=OFF")
             conn.execute("BEGIN")
             conn.execute(_EXPORT_SCHEMA)
             cap = end_ts if ts_cap is None else min(ts_cap, end_ts)
@@ -680,13 +691,13 @@ class SQLiteEngine:
                     conn.execute("ROLLBACK")
             conn.execute("DETACH DATABASE exp")
             if streaming:
-                conn.execute(f"PRAGMA mmap_size={DEFAULT_MMAP_BYTES}")
+                self._unstream(conn)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
         conn.execute("DETACH DATABASE exp")
         if streaming:
-            conn.execute(f"PRAGMA mmap_size={DEFAULT_MMAP_BYTES}")
+            self._unstream(conn)
         # Verify GC did not run under the export: its snapshot was taken after this check.
         self.check_read_ts(end_ts, [span])
         os.replace(tmp, path)
@@ -880,11 +891,15 @@ class SQLiteEngine:
         if versions_per_part < 1:
             raise ValueError("versions_per_part must be at least 1")
         conn, cuts, lo = self._conn(), [], span.start
-        conn.execute("PRAGMA mmap_size=0")  # a walk over the span: see export()
+        # A walk over the span: see export()
+        _pragmas(conn, "mmap_size=0", f"cache_size=-{STREAM_CACHE_KIB}")
         try:
             return self._split_points(conn, span, versions_per_part, cuts, lo)
         finally:
-            conn.execute(f"PRAGMA mmap_size={DEFAULT_MMAP_BYTES}")
+            self._unstream(conn)
+
+    def _unstream(self, conn: apsw.Connection) -> None:
+        _pragmas(conn, f"mmap_size={DEFAULT_MMAP_BYTES}", f"cache_size=-{self._cache_kib}")
 
     def count_arrived(self, span: Span, after: int, upto: int) -> int:
         """How many versions of ``span`` arrived in ``(after, upto]``: read from the arrival
@@ -923,8 +938,8 @@ def merge_exports(paths: Sequence[str], out: str) -> int:
     conn = apsw.Connection(":memory:", flags=_OPEN_FLAGS)
     try:
         conn.execute("ATTACH DATABASE ? AS exp", (out,))
-        conn.execute(f"PRAGMA exp.page_size={EXPORT_PAGE_SIZE}; PRAGMA exp.journal_mode=OFF; "
-                     "PRAGMA exp.synchronous=OFF")
+        _pragmas(conn, f"exp.page_size={EXPORT_PAGE_SIZE}", "exp.journal_mode=OFF",
+                 "exp.synchronous=OFF")
         conn.execute("BEGIN")
         conn.execute(_EXPORT_SCHEMA)
         end_ts, start_ts = 0, None
