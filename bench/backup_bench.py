@@ -260,7 +260,7 @@ _BACKUP_STAGES = [
     ("engine.split_points (planning)", "tidemark.storage.sqlite", "SQLiteEngine.split_points"),
     ("engine.protect", "tidemark.storage.sqlite", "SQLiteEngine.protect"),
     ("engine.export (SQLite, C)", "tidemark.storage.sqlite", "SQLiteEngine.export"),
-    ("part fingerprints (Python loop)", "tidemark.backup.job",
+    ("part fingerprints (C or Python)", "tidemark.backup.job",
      "BackupResumer._fingerprint_part"),
     ("storage.write (all files)", "tidemark.cloud.filesystem", "FilesystemStorage.write"),
     ("  zstd: Encoder.write", "tidemark.cloud.codec", "Encoder.write"),

@@ -169,14 +169,6 @@ def encoded_chunks(path: Path, key: EncryptionKey | None, hasher: Any) -> Iterat
     yield from sink.drain(hasher)
 
 
-def _released(node: Node, fn: Any, *args: Any) -> Any:
-    """``fn(*args)`` on a helper thread that then releases its store connection."""
-    try:
-        return fn(*args)
-    finally:
-        node.engine.release_thread()
-
-
 def protected_spans(tables: list[int]) -> list[Span]:
     spans = [Span(table_prefix(t), prefix_end(table_prefix(t))) for t in tables]
     for system in (DESCRIPTOR_TABLE_ID, NAMESPACE_TABLE_ID):
@@ -322,26 +314,25 @@ class BackupResumer:
         d = self.details
         local = scratch / f"{i}.sqlite"
         span = Span(item.part.start, item.part.end)
-        beside = None
+        change = None
         if item.window == "arrival" and item.start_ts > 0 and native.available():
             # An incremental's fingerprint change reads the same keys (from the arrival
             # index) as the export: run both at once, on two cores.
-            beside = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fp")
-            change = beside.submit(_released, node, node.engine.fingerprint_change, span,
-                                   item.start_ts, d.end_time, item.ts_cap or d.end_time,
-                                   item.start_ts, len(item.span.start))
+            change = node.engine.beside().submit(
+                node.engine.fingerprint_change, span, item.start_ts, d.end_time,
+                item.ts_cap or d.end_time, item.start_ts, len(item.span.start))
         try:
             stats = node.engine.export(
                 str(local), span, item.start_ts, d.end_time,
                 window=Window.ARRIVAL if item.window == "arrival" else Window.MVCC,
                 all_revisions=d.revision_history, ts_cap=item.ts_cap)
         finally:
-            if beside is not None:
-                beside.shutdown(wait=True)
+            if change is not None:
+                concurrent.futures.wait([change])  # nothing left running on failure
         try:
             if stats.rows == 0:
                 return None, 0
-            fp = change.result() if beside is not None else \
+            fp = change.result() if change is not None else \
                 self._fingerprint_part(node, item, local)
             name = f"{DATA_DIR}/{i:06d}.tdf"
             hasher = hashlib.sha256()

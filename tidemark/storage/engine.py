@@ -8,6 +8,7 @@ of tables or settings; what it needs from them (a GC threshold, say) comes in as
 
 from __future__ import annotations
 
+import concurrent.futures
 import enum
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -160,6 +161,8 @@ class Engine(Protocol):
                            before_ts: int, prefix_len: int) -> int | None: ...
 
     def count_arrived(self, span: Span, after: int, upto: int) -> int: ...
+
+    def beside(self) -> concurrent.futures.ThreadPoolExecutor: ...
 
     def release_thread(self) -> None:
         """Free what the calling thread holds (its connection); a thread that used the

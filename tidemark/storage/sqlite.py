@@ -12,6 +12,7 @@ are single SQL statements run by SQLite in C; per-row Python on them is a perfor
 from __future__ import annotations
 
 import bisect
+import concurrent.futures
 import contextlib
 import os
 import threading
@@ -213,6 +214,7 @@ class SQLiteEngine:
         self._conns: list[apsw.Connection] = []
         self._conns_lock = threading.Lock()
         self._closed = False
+        self._beside: concurrent.futures.ThreadPoolExecutor | None = None
         conn = self._conn()
         with self._immediate(conn):
             if conn.execute("PRAGMA application_id").fetchall()[0][0] != APPLICATION_ID:
@@ -275,6 +277,18 @@ class SQLiteEngine:
     def _meta(conn: apsw.Connection, name: str) -> int:
         return conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchall()[0][0]
 
+    def beside(self) -> concurrent.futures.ThreadPoolExecutor:
+        """A thread of this store's own for reads that run beside the caller's (a backup
+        part's fingerprint beside its export). It lives as long as the store, so its
+        connection's page cache stays warm from one job to the next."""
+        with self._conns_lock:
+            if self._closed:
+                raise StoreError(f"store {self.root} is closed")
+            if self._beside is None:
+                self._beside = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix="store-beside")
+            return self._beside
+
     def release_thread(self) -> None:
         """Close the calling thread's connection. Connections are per thread and live until
         the store closes, so a short-lived thread (a job's heartbeat, a backup's exporter)
@@ -290,6 +304,8 @@ class SQLiteEngine:
 
     def close(self) -> None:
         self._closed = True
+        if self._beside is not None:
+            self._beside.shutdown(wait=True)  # its connection is closed below
         with self._conns_lock:
             for conn in self._conns:
                 conn.close()
