@@ -262,6 +262,8 @@ _BACKUP_STAGES = [
     ("engine.export (SQLite, C)", "tidemark.storage.sqlite", "SQLiteEngine.export"),
     ("part fingerprints (C or Python)", "tidemark.backup.job",
      "BackupResumer._fingerprint_part"),
+    ("fingerprint_change (C, beside export)", "tidemark.storage.sqlite",
+     "SQLiteEngine.fingerprint_change"),
     ("storage.write (all files)", "tidemark.cloud.filesystem", "FilesystemStorage.write"),
     ("  zstd: Encoder.write", "tidemark.cloud.codec", "Encoder.write"),
     ("  zstd: Encoder.close", "tidemark.cloud.codec", "Encoder.close"),
