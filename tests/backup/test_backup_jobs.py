@@ -255,6 +255,31 @@ def test_an_older_backup_resumed_after_a_newer_one_does_not_move_latest_back(tmp
         conn.close()
 
 
+def test_a_late_backup_repairs_latest_left_stale_by_a_lost_race(tmp_path):
+    """Two full backups finishing together can both read LATEST before either writes it,
+    and the older one write last (object stores have no compare-and-swap). Here LATEST is
+    left naming an old backup after a newer one completed; the paused backup that finishes
+    next must point it at the newest completed backup, not at itself."""
+    coll = tmp_path / "coll"
+    uri = f"file://{coll}"
+    conn = connect(tmp_path / "s")
+    try:
+        fill(conn, "t", 600)
+        conn.execute("SET CLUSTER SETTING bulkio.backup.file_versions = 200")
+        conn.execute(f"BACKUP TABLE t INTO '{uri}'")
+        oldest = latest(coll)
+        late = paused(conn, f"BACKUP TABLE t INTO '{uri}'", BACKUP_PAUSE)
+        conn.execute(f"BACKUP TABLE t INTO '{uri}'")
+        newest = latest(coll)
+        (coll / "LATEST").write_text(oldest)  # the race's outcome
+
+        conn.execute(f"RESUME JOB {late}")
+        assert when_complete(conn, late)["status"] == "succeeded"
+        assert latest(coll) == newest == show_backups(conn, uri)[-1]
+    finally:
+        conn.close()
+
+
 def test_a_backup_started_in_the_same_hundredth_as_a_paused_one_gets_its_own_folder(tmp_path):
     """Folder names have hundredths of a second (CockroachDB's layout). A BACKUP whose name
     would be a folder already in use (here: locks planted for the next 0.3 s) waits for a

@@ -450,14 +450,22 @@ class BackupResumer:
         return out
 
     def _move_latest(self, storage: ExternalStorage) -> None:
-        """Point LATEST at this full backup, unless it already names a newer one (an older
-        backup that finished late must not move it back)."""
-        d = self.details
-        if d.backup_type != "full":
+        """Point LATEST at the newest completed full backup: this one, unless a newer one
+        exists (an older backup that finished late must not move it back).
+
+        Object stores have no compare-and-swap, so two full backups finishing together
+        could each read LATEST before the other wrote it, and the slower one write an older
+        name last. Each writer therefore checks again after writing, against the listing,
+        which then shows the other's manifest (written before its LATEST): the last writer
+        always leaves the newest name."""
+        if self.details.backup_type != "full":
             return
-        current = destination.read_latest(storage)
-        if current is None or current < d.full_subdir:  # folder names sort by end time
-            destination.write_latest(storage, d.full_subdir)
+        for _ in range(5):
+            newest = destination.list_full_backups(storage)[-1]  # names sort by end time
+            current = destination.read_latest(storage)
+            if current is not None and current >= newest:
+                return
+            destination.write_latest(storage, newest)
 
     def _holds_lock(self, storage: ExternalStorage) -> bool:
         """Did this job take the folder's lock? One refused the lock must touch nothing:
