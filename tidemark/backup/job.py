@@ -326,20 +326,20 @@ class BackupResumer:
                 str(local), span, item.start_ts, d.end_time,
                 window=Window.ARRIVAL if item.window == "arrival" else Window.MVCC,
                 all_revisions=d.revision_history, ts_cap=item.ts_cap)
-        finally:
-            if change is not None:
-                concurrent.futures.wait([change])  # nothing left running on failure
-        try:
             if stats.rows == 0:
                 return None, 0
-            fp = change.result() if change is not None else \
-                self._fingerprint_part(node, item, local)
+            if change is None:
+                fp = self._fingerprint_part(node, item, local)
             name = f"{DATA_DIR}/{i:06d}.tdf"
             hasher = hashlib.sha256()
             size = storage.write(_join(d.layer_dir, name), encoded_chunks(local, key, hasher))
+            if change is not None:
+                fp = change.result()  # computed while the file was exported and stored
             return BackupFile(span=item.part, path=name, rows=stats.rows, size=size,
                               sha256=hasher.hexdigest()), fp
         finally:
+            if change is not None:
+                concurrent.futures.wait([change])  # nothing left running on failure
             local.unlink(missing_ok=True)
 
     def _fingerprint_part(self, node: Node, item: WorkItem, local: Path) -> int:
