@@ -350,6 +350,49 @@ def test_an_incremental_resumed_after_another_one_was_appended_fails_and_leaves_
 # -- 2. pause and resume a RESTORE ------------------------------------------------------------
 
 
+def test_a_part_failing_on_one_worker_fails_the_backup_cleanly(tmp_path, monkeypatch):
+    """Parts export on two threads (backup/parallel.py). When one part fails, the job fails
+    with that part's error, waits for the part in flight on the other thread, and leaves
+    no data file, lock, checkpoint, LATEST, protection or worker thread behind; the next
+    BACKUP succeeds."""
+    import threading
+
+    from tidemark.storage.sqlite import SQLiteEngine
+    coll = tmp_path / "coll"
+    uri = f"file://{coll}"
+    conn = connect(tmp_path / "s")
+    try:
+        fill(conn, "t", 2000)
+        conn.execute("SET CLUSTER SETTING bulkio.backup.file_versions = 150")
+        real = SQLiteEngine.export
+        calls = []
+
+        def export(self, path, *args, **kwargs):
+            calls.append(threading.current_thread().name)
+            if len(calls) == 5:
+                raise OSError("disk full (injected)")
+            return real(self, path, *args, **kwargs)
+
+        monkeypatch.setattr(SQLiteEngine, "export", export)
+        with pytest.raises(SQLError, match="disk full"):
+            conn.execute(f"BACKUP TABLE t INTO '{uri}'")
+        assert len({n for n in calls if n.startswith("part-worker")}) == 2, calls
+        assert not [t for t in threading.enumerate() if t.name.startswith("part-worker")]
+        assert latest(coll) is None and show_backups(conn, uri) == []
+        leftover = [p for p in coll.rglob("*") if p.is_file()] if coll.exists() else []
+        assert leftover == [], leftover
+        assert conn.node.engine.protected_records() == []
+
+        monkeypatch.setattr(SQLiteEngine, "export", real)
+        conn.execute(f"BACKUP TABLE t INTO '{uri}'")
+        want = fingerprints(conn, "t")
+        conn.execute("CREATE DATABASE r")
+        conn.execute(f"RESTORE TABLE t FROM LATEST IN '{uri}' WITH into_db = 'r'")
+        assert fingerprints(conn, "r.t") == want
+    finally:
+        conn.close()
+
+
 def test_paused_restore_is_offline_then_complete_after_resume(tmp_path):
     coll = tmp_path / "coll"
     uri = f"file://{coll}"
