@@ -187,7 +187,10 @@ def run_backup(session: Session, stmt: ast.Backup, params: Sequence[Any],
         txn.rollback()
     storage = _open(session, uri)
     try:
-        destination.check_collection(storage)
+        if destination.read_latest(storage) is None:
+            # Listing every file costs as much as the collection is big: a folder with a
+            # valid LATEST is a collection, only a new or foreign folder needs the check.
+            destination.check_collection(storage)
         incremental = stmt.latest or stmt.subdir is not None
         for _ in range(_FOLDER_ATTEMPTS):
             if incremental:
