@@ -56,6 +56,9 @@ def test_write_read_stat_list_delete(storage):
     assert [(f.name, f.size) for f in storage.list("a/")] == [("a/one.csv", 10),
                                                               ("a/two.csv", 4)]
     assert storage.list("zzz") == []
+    assert [f.name for f in storage.list("a/o")] == ["a/one.csv"]
+    assert storage.list("a/zzz/") == [] and storage.list("nope/x") == []
+    assert [f.name for f in storage.list("b")] == ["b.csv"]
     with storage.open("a/one.csv", 7) as f:
         assert f.read() == b"789"
     storage.write("a/one.csv", b"new")  # replaced as a whole

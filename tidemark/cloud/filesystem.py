@@ -146,9 +146,13 @@ class FilesystemStorage:
         return FileInfo(name=name, size=int(info.get("size") or 0))
 
     def list(self, prefix: str = "") -> list[FileInfo]:
+        # Walk only the deepest folder the prefix names: a backup lists a lock or a layer
+        # many times, and walking the whole collection each time would cost as much as the
+        # collection is big (on S3, a request per thousand files).
+        folder = prefix.rpartition("/")[0]
         with self._errors("list", prefix):
             try:
-                found = self.fs.find(self.root, detail=True)
+                found = self.fs.find(self._path(folder) if folder else self.root, detail=True)
             except FileNotFoundError:
                 return []
         start = len(self.root.rstrip("/")) + 1
