@@ -169,14 +169,25 @@ class RestoreResumer:
             done = set(cp["done"])
             todo = [i for i in range(len(d.spans)) if i not in done]
             first = True
-            ahead = {}
-            for n, i in enumerate(todo):
-                for j in todo[n:n + 2]:
-                    if j not in ahead:
-                        ahead[j] = prefetch.submit(self._fetch_span, storage, key, scratch, j,
-                                                   d.spans[j])
+            # What is fetched and ingested at once: each file of a span on its own, except
+            # that the layers of a merged span are merged together first.
+            units: list[tuple[int, list[Any]]] = []
+            for i in todo:
                 span = d.spans[i]
-                self._restore_span(node, scratch, span, ahead.pop(i).result(), cp["ts"])
+                if span.merge or len(span.files) <= 1:
+                    units.append((i, list(span.files)))
+                else:
+                    units.extend((i, [f]) for f in span.files)
+            ahead: dict[int, concurrent.futures.Future[list[Path]]] = {}
+            for u, (i, _files) in enumerate(units):
+                for k in range(u, min(u + 2, len(units))):
+                    if k not in ahead:
+                        ahead[k] = prefetch.submit(self._fetch_files, storage, key, scratch,
+                                                   k, units[k][1])
+                span = d.spans[i]
+                self._restore_span(node, scratch, span, ahead.pop(u).result(), cp["ts"])
+                if u + 1 < len(units) and units[u + 1][0] == i:
+                    continue  # more files of this span
                 cp["done"] = [*cp["done"], i]
                 # What the table now holds: a single layer's files hold one live version per
                 # key; merged layers hold superseded versions and tombstones, so count those.
@@ -213,13 +224,13 @@ class RestoreResumer:
                 node.engine.release(cp["protection"])
 
     @staticmethod
-    def _fetch_span(storage: ExternalStorage, key: EncryptionKey | None, scratch: Path,
-                    i: int, span: RestoreSpan) -> list[Path]:
-        """Download, check and decode the files of span ``i`` into ``scratch``."""
+    def _fetch_files(storage: ExternalStorage, key: EncryptionKey | None, scratch: Path,
+                     unit: int, files: list[Any]) -> list[Path]:
+        """Download, check and decode ``files`` (fetch unit ``unit``) into ``scratch``."""
         local: list[Path] = []
         try:
-            for n, source in enumerate(span.files):
-                out = scratch / f"s{i}-f{n}.sqlite"
+            for n, source in enumerate(files):
+                out = scratch / f"u{unit}-f{n}.sqlite"
                 fetch(storage, source, key, out)
                 local.append(out)
         except BaseException:
