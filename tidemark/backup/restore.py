@@ -162,8 +162,8 @@ class RestoreResumer:
             ctx.progress(0.0, checkpoint=cp, running_status="restoring data")
         storage = open_storage(secrets.uri, storage_context(node))
         scratch = scratch_dir(node, self.job_id)
-        # The next span's files download and decode on another thread while this span's
-        # are ingested (both are C code that releases the GIL).
+        # The next file downloads and decodes on another thread while this one is ingested
+        # (both are C code that releases the GIL); at most two sit in scratch at once.
         prefetch = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="restore-fetch")
         try:
             done = set(cp["done"])
