@@ -288,7 +288,7 @@ class BackupResumer:
                             # Keep what the other workers finish: a resumed job skips it.
                             for j, (e, f) in parts.settle():
                                 self._record_part(ctx, storage, key, cp, work, done, j, e, f)
-                            ctx.pause_point(PAUSE_AFTER_FIRST_CHUNK)
+                            ctx.pause_point(PAUSE_AFTER_FIRST_CHUNK, checked=True)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 

@@ -101,9 +101,11 @@ class JobContext:
         points = {p.strip() for p in str(self.node.settings.get(PAUSE_POINTS.name)).split(",")}
         return name in points
 
-    def pause_point(self, name: str) -> None:
-        """Pause the job here if ``jobs.debug.pausepoints`` names this point."""
-        if self.pauses_at(name):
+    def pause_point(self, name: str, *, checked: bool = False) -> None:
+        """Pause the job here if ``jobs.debug.pausepoints`` names this point. ``checked``:
+        the caller already asked ``pauses_at`` and settled its work for it, so pause even if
+        the setting changed since (going on would find that work stopped)."""
+        if checked or self.pauses_at(name):
             self.registry._pause_at(self, name)
             raise _Paused(name)
 
