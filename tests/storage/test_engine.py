@@ -158,6 +158,28 @@ def test_export_arrival_window_catches_historical_ingest(engine, tmp_path):
     assert backfill > t2
 
 
+@pytest.mark.parametrize("all_revisions", [False, True])
+def test_export_arrival_window_of_a_span(engine, tmp_path, all_revisions):
+    """Only the span's keys, from every commit of the window: latest only gives each key's
+    newest version that arrived in it (a tombstone too), even when an older MVCC timestamp
+    arrived later; all revisions gives every version that arrived in it."""
+    t1 = put(engine, a="0", b="0", c="0", d="0")
+    t2 = put(engine, b="1", c="1", x="1")
+    t3 = put(engine, b="2", c=None, y="2")
+    late = engine.ingest([(b"d", b"late")], ts=t1 + 1)
+    put(engine, z="3")
+    end = engine.frontier()
+    out = engine.export(str(tmp_path / "w"), Span(b"b", b"x"), t1, end, window=Window.ARRIVAL,
+                        all_revisions=all_revisions)
+    if all_revisions:
+        want = [(b"b", t2, b"1"), (b"b", t3, b"2"), (b"c", t2, b"1"), (b"c", t3, None),
+                (b"d", t1 + 1, b"late")]
+    else:
+        want = [(b"b", t3, b"2"), (b"c", t3, None), (b"d", t1 + 1, b"late")]
+    assert read_export(out.path) == want
+    assert out.rows == len(want) and late > t3
+
+
 def test_export_span_is_respected_and_partial_file_never_left(engine, tmp_path):
     ts = put(engine, a="1", b="2", c="3")
     out = engine.export(str(tmp_path / "x"), Span(b"b", b"c"), 0, ts)
