@@ -920,3 +920,89 @@ def test_cluster_restore_as_of_a_time_brings_back_the_settings_of_that_time(conn
         assert rows(other, "SELECT * FROM kv") == []
         assert rows(other, "SHOW CLUSTER SETTING gc.ttlseconds") == [(2222,)]
         assert rows(other, "SHOW CLUSTER SETTING bulkio.import.batch_size") == [(77,)]
+
+
+def test_a_table_backup_with_revision_history_holds_no_other_table_of_its_database(conn):
+    make_shop(conn)
+    conn.execute("CREATE TABLE shop.secret (id INT PRIMARY KEY, v STRING)")
+    conn.execute("INSERT INTO shop.secret VALUES (1, 'not a target')")
+    mid = now(conn)
+    mutate(conn, 0)
+    backup(conn, f"BACKUP TABLE shop.t INTO '{COLL}' WITH revision_history")
+    conn.execute("CREATE TABLE shop.later (id INT PRIMARY KEY)")
+    mutate(conn, 1)
+    backup(conn, f"BACKUP TABLE shop.t INTO LATEST IN '{COLL}' WITH revision_history")
+    conn.execute("CREATE DATABASE r")
+    for table in ("secret", "u", "later"):
+        e = error_of(conn, f"RESTORE TABLE shop.{table} FROM LATEST IN '{COLL}' {aost(mid)} "
+                           "WITH into_db = 'r'", "is not in the backup at")
+        assert e.code == "42P01" and "did not exist then, or was not a target" in e.hint
+    files = [f for layer in _manifests(conn) for f in layer.files]
+    assert {_table_of(f.span.start) for f in files} == {_table_id(conn, "shop", "t")}
+    restore(conn, f"RESTORE TABLE shop.t FROM LATEST IN '{COLL}' {aost(mid)} "
+                  "WITH into_db = 'r'")
+    assert_restored(conn, "shop.t", "r.t", mid, T_INDEXES)
+
+
+def test_cluster_revision_history_restores_around_a_drop_database(conn, tmp_path):
+    """A database dropped inside a layer's window: restored at a time before the drop (in
+    the full, and in the incremental), and not brought back (empty) at a time after it."""
+    coll = f"file://{tmp_path}/cluster"
+    conn.execute("CREATE DATABASE a")
+    conn.execute("CREATE TABLE a.t (id INT PRIMARY KEY, v STRING)")
+    conn.execute("INSERT INTO a.t VALUES (1, 'one'), (2, 'two')")
+    conn.execute("CREATE DATABASE gone")
+    conn.execute("CREATE TABLE gone.g (id INT PRIMARY KEY)")
+    conn.execute("INSERT INTO gone.g VALUES (7)")
+    before_first_drop = now(conn)
+    conn.execute("DROP DATABASE gone CASCADE")
+    backup(conn, f"BACKUP INTO '{coll}' WITH revision_history")
+    conn.execute("INSERT INTO a.t VALUES (3, 'three')")
+    before_drop = now(conn)
+    conn.execute("DROP DATABASE a CASCADE")
+    after_drop = now(conn)
+    conn.execute("CREATE TABLE defaultdb.k (id INT PRIMARY KEY)")
+    backup(conn, f"BACKUP INTO LATEST IN '{coll}' WITH revision_history")
+
+    def databases(store: str, as_of: int) -> tuple[list[str], tidemark.Connection]:
+        other = tidemark.connect(tmp_path / store)
+        restore(other, f"RESTORE FROM LATEST IN '{coll}' {aost(as_of)}")
+        return sorted(r[0] for r in rows(other, "SHOW DATABASES")), other
+
+    names, other = databases("s1", before_first_drop)
+    assert names == ["a", "defaultdb", "gone"]
+    assert rows(other, "SELECT * FROM gone.g") == [(7,)]
+    other.close()
+    names, other = databases("s2", before_drop)
+    assert names == ["a", "defaultdb"]
+    assert rows(other, "SELECT id FROM a.t ORDER BY id") == [(1,), (2,), (3,)]
+    other.close()
+    names, other = databases("s3", after_drop)
+    assert names == ["defaultdb"]
+    other.close()
+
+
+def _manifests(conn, coll: str = COLL) -> list:
+    from tidemark.backup import destination, manifest
+    from tidemark.cloud import StorageContext, open_storage
+    storage = open_storage(coll, StorageContext(
+        external_dir=Path(conn.node.engine.root) / "external"))
+    try:
+        latest = destination.read_latest(storage)
+        return [manifest.read_manifest(storage, d, None)
+                for d in destination.chain(storage, latest)]
+    finally:
+        storage.close()
+
+
+def _table_of(key: bytes) -> int:
+    from tidemark.kv.keys import decode_index_prefix
+    return decode_index_prefix(key)[0]
+
+
+def _table_id(conn, db: str, table: str) -> int:
+    from tidemark.catalog import catalog
+
+    def read(txn):
+        return catalog.table_by_name(txn, catalog.database_by_name(txn, db).id, table).id
+    return conn.node.db.run(read)

@@ -48,7 +48,11 @@ from tidemark.backup.plan import (
     resolve_targets,
 )
 from tidemark.catalog import fingerprint
-from tidemark.catalog.descriptors import TableDescriptor, decode_descriptor
+from tidemark.catalog.descriptors import (
+    DatabaseDescriptor,
+    TableDescriptor,
+    decode_descriptor,
+)
 from tidemark.cloud import StorageContext, codec, open_storage
 from tidemark.cloud.codec import EncryptionKey, KDFParams
 from tidemark.cloud.storage import ExternalStorage
@@ -220,14 +224,19 @@ class BackupResumer:
         history: list[TableDescriptor] = []
         changes: list[DescriptorChange] = []
         if d.revision_history:
-            # What was PUBLIC at the window's start (the previous layer's end) or became so
-            # in it: a restore to a time before a DROP in this window needs those spans.
-            if prev is not None:
-                history += [desc for e in prev.descriptors
-                            if isinstance(desc := decode_descriptor(e.descriptor),
-                                          TableDescriptor)]
-            changes = descriptor_changes(node.engine, d.start_time, d.end_time,
-                                         {db.id for db in dbs}, {t.id for t in tables})
+            # The targets at the window's start (the previous layer's) and at its end: a
+            # target dropped (or replaced under its name) in the window leaves its drop in
+            # the changes, and what was PUBLIC at the start or became so in the window is
+            # history whose spans a restore to a time before a DROP needs.
+            before = [] if prev is None else [decode_descriptor(e.descriptor)
+                                              for e in prev.descriptors]
+            targets = [*before, *dbs, *tables]
+            changes = descriptor_changes(
+                node.engine, d.start_time, d.end_time, everything=d.full_cluster,
+                databases={db.id for db in targets if isinstance(db, DatabaseDescriptor)
+                           and db.name in d.databases},
+                ids={desc.id for desc in targets})
+            history += [desc for desc in before if isinstance(desc, TableDescriptor)]
             history += [desc for c in changes if c.descriptor is not None and
                         isinstance(desc := decode_descriptor(c.descriptor), TableDescriptor)]
         layer = plan_spans(tables, prev, full_cluster=d.full_cluster, unsafe=d.unsafe,

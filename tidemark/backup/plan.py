@@ -43,7 +43,12 @@ from tidemark.cluster.settings import Kind, register
 from tidemark.errors import SQLError
 from tidemark.importer.plan import OFFLINE_REASON
 from tidemark.kv.keys import decode_datums, decode_index_prefix, index_prefix, prefix_end
-from tidemark.kv.system import DESCRIPTOR_TABLE_ID, PRIMARY_INDEX_ID, SETTINGS_TABLE_ID
+from tidemark.kv.system import (
+    DESCRIPTOR_TABLE_ID,
+    FIRST_USER_ID,
+    PRIMARY_INDEX_ID,
+    SETTINGS_TABLE_ID,
+)
 from tidemark.kv.txn import Txn
 from tidemark.storage.engine import Engine
 from tidemark.storage.engine import Span as ESpan
@@ -158,25 +163,26 @@ def collect_descriptors(dbs: list[DatabaseDescriptor], tables: list[TableDescrip
     return out
 
 
-def descriptor_changes(engine: Engine, start: int, end: int, db_ids: set[int],
-                       table_ids: set[int]) -> list[DescriptorChange]:
-    """Every version of the targets' descriptors in ``(start, end]`` (revision history).
-
-    A descriptor belongs to the targets when it is one of them or a table of one of the
-    target databases (a table created during the window, say).
+def descriptor_changes(engine: Engine, start: int, end: int, *, everything: bool,
+                       databases: set[int], ids: set[int]) -> list[DescriptorChange]:
+    """Every version in ``(start, end]`` of the descriptors a layer's targets cover (revision
+    history): all of them for a full-cluster backup (``everything``: databases and tables
+    dropped in the window too); for database targets, each target database and every table
+    in it at the time of the version (a table created or dropped in the window, say); and
+    the descriptors in ``ids`` (target tables, and the databases holding them) alone.
     """
     out = []
+    parent_of: dict[int, int | None] = {}  # each descriptor's parent at its last version
     for key, ts, _arrival, value in engine.versions(_DESCRIPTORS, prefix_end(_DESCRIPTORS)):
-        if not start < ts <= end:
-            continue
         desc_id = decode_datums(key, len(_DESCRIPTORS))[0]
-        if value is None:
-            if desc_id in table_ids or desc_id in db_ids:
-                out.append(DescriptorChange(ts=ts, id=desc_id, descriptor=None))
-            continue
-        desc = decode_descriptor(value)
-        parent = desc.parent_id if isinstance(desc, TableDescriptor) else None
-        if desc_id in table_ids or desc_id in db_ids or parent in db_ids:
+        if value is not None:
+            desc = decode_descriptor(value)
+            parent_of[desc_id] = desc.parent_id if isinstance(desc, TableDescriptor) else None
+        # A deleted descriptor belongs where its last version did.
+        parent = parent_of.get(desc_id)
+        covered = (everything and desc_id >= FIRST_USER_ID) or desc_id in ids or \
+            desc_id in databases or parent in databases
+        if start < ts <= end and covered:
             out.append(DescriptorChange(ts=ts, id=desc_id, descriptor=value))
     out.sort(key=lambda c: (c.ts, c.id))
     return out

@@ -318,6 +318,13 @@ def _spans_for(layers: list[Layer], old: TableDescriptor, new_id: int, as_of: in
     return spans, revalidate
 
 
+def _not_in_backup_hint(at: str) -> str:
+    if at:
+        return ("it did not exist then, or was not a target of the backup: SHOW BACKUP lists "
+                "what each layer holds at its end time; restore to a time when it existed")
+    return "SHOW BACKUP lists what it holds"
+
+
 def run_restore(session: Session, stmt: ast.Restore, params: Sequence[Any]) -> Result:
     uri = expect_string(_const(stmt.collection, params), "the backup collection URI")
     opts = _options(stmt.options, _RESTORE_OPTIONS, "RESTORE", params)
@@ -336,8 +343,13 @@ def run_restore(session: Session, stmt: ast.Restore, params: Sequence[Any]) -> R
         storage.close()
     target = session._as_of(stmt.as_of, params) if stmt.as_of is not None else chain.end_time
     layers = chain.upto(target)
-    dbs, tables = databases_and_tables(descriptors_at(layers, target))
+    # What existed at the target time: a dropped database or table stays in the descriptors
+    # of a revision-history layer (state DROP) but is not restored.
+    dbs, tables = databases_and_tables({
+        i: desc for i, desc in descriptors_at(layers, target).items()
+        if desc.state is not DescState.DROP})
     db_names = {d.id: d.name for d in dbs.values()}
+    at = "" if target == chain.end_time else f" at {format_ts(target)}"
     settings: list[SourceFile] = []
     if not stmt.tables and not stmt.databases:
         if not chain.full.is_full_cluster:
@@ -360,8 +372,8 @@ def run_restore(session: Session, stmt: ast.Restore, params: Sequence[Any]) -> R
                 old = next((t for t in tables.values() if t.name == tn.name and
                             db_names.get(t.parent_id) == db_name), None)
                 if old is None:
-                    raise SQLError(f'table "{db_name}.{tn.name}" is not in the backup',
-                                   code="42P01", hint="SHOW BACKUP lists what it holds")
+                    raise SQLError(f'table "{db_name}.{tn.name}" is not in the backup{at}',
+                                   code="42P01", hint=_not_in_backup_hint(at))
                 if old.id not in restorable:
                     raise SQLError(f'table "{db_name}.{tn.name}" was being restored when the '
                                    "backup was taken: it holds no data to restore",
@@ -372,8 +384,8 @@ def run_restore(session: Session, stmt: ast.Restore, params: Sequence[Any]) -> R
                 wanted = list(stmt.databases)
                 missing = [n for n in wanted if n not in db_names.values()]
                 if missing:
-                    raise SQLError(f'database "{missing[0]}" is not in the backup',
-                                   code="3D000", hint="SHOW BACKUP lists what it holds")
+                    raise SQLError(f'database "{missing[0]}" is not in the backup{at}',
+                                   code="3D000", hint=_not_in_backup_hint(at))
             else:
                 _check_empty_cluster(txn)
                 wanted = sorted(db_names.values())
