@@ -36,6 +36,7 @@ class Connection:
             self.node.close()
             raise
         self.registry.start_adopting()  # this process runs orphaned jobs too
+        self.node.start_gc()  # and GC, every gc.interval
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
         return self.session.execute(sql, params)

@@ -71,3 +71,27 @@ def test_gc_pass_uses_ttl_setting(node):
     assert node.db.get(b"k", t2) == b"2"
     with pytest.raises(GCThresholdError):
         node.db.get(b"k", t1)
+
+
+def test_a_connected_node_runs_gc_every_gc_interval(tmp_path):
+    """GC runs by itself in a process with a connection open, at gc.ttlseconds."""
+    import time
+
+    import tidemark
+
+    setup = tidemark.connect(tmp_path / "s")
+    setup.execute("CREATE TABLE t (k INT PRIMARY KEY, v INT)")
+    setup.execute("INSERT INTO t VALUES (1, 1)")
+    old = int(setup.execute("SELECT cluster_logical_timestamp()").rows[0][0])
+    setup.execute("UPDATE t SET v = 2")
+    setup.execute("SET CLUSTER SETTING gc.ttlseconds = 1")
+    setup.execute("SET CLUSTER SETTING gc.interval = '1s'")
+    setup.close()
+    with tidemark.connect(tmp_path / "s") as conn:
+        deadline = time.monotonic() + 10
+        while conn.node.engine.gc_threshold() <= old and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert conn.node.engine.gc_threshold() > old
+        with pytest.raises(GCThresholdError):
+            conn.execute(f"SELECT v FROM t AS OF SYSTEM TIME {old}")
+        assert conn.execute("SELECT v FROM t").rows == [(2,)]

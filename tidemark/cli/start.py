@@ -33,7 +33,9 @@ def start(store: Path = typer.Option(DEFAULT_STORE, "--store", "-s", help="store
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     registry.start_adopting()
-    console.print(f"tidemark node {registry.instance_id} running on {store}; adopting jobs")
+    node.start_gc()
+    console.print(f"tidemark node {registry.instance_id} running on {store}; adopting jobs "
+                  "and running GC")
     try:
         while not stop.wait(1.0):  # a timeout keeps signals deliverable
             pass

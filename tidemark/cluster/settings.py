@@ -193,3 +193,8 @@ GC_TTL_SECONDS = register(
     "how long, in seconds, overwritten and deleted versions stay readable before GC removes "
     "them (AS OF SYSTEM TIME and incremental backups need this history)",
     validate=lambda v: None if v >= 1 else "must be at least 1 second")
+GC_INTERVAL = register(
+    "gc.interval", Kind.DURATION, 300 * 10**9,
+    "how often a running node (tidemark start, or any process with a connection open) runs "
+    "GC: each pass removes what is older than gc.ttlseconds and not protected",
+    validate=lambda v: None if v >= 10**9 else "must be at least 1s")
