@@ -347,6 +347,42 @@ def test_an_incremental_resumed_after_another_one_was_appended_fails_and_leaves_
         conn.close()
 
 
+def test_an_incremental_finishing_while_another_joins_the_chain_fails_and_leaves_no_fork(
+        tmp_path):
+    """Two incrementals finishing at the same moment could both find the chain unchanged;
+    each takes the chain's lock (in the full backup's folder) from that check until its
+    manifest is written. One meeting another's lock fails (40001) and removes its files;
+    a finished incremental leaves no lock behind."""
+    coll = tmp_path / "coll"
+    uri = f"file://{coll}"
+    conn = connect(tmp_path / "s")
+    try:
+        fill(conn, "t", 300)
+        conn.execute(f"BACKUP TABLE t INTO '{uri}'")
+        (full,) = [p.parent for p in coll.rglob("BACKUP_MANIFEST")]
+        conn.execute("UPDATE t SET v = 'x' WHERE id < 100")
+        conn.execute(f"BACKUP TABLE t INTO LATEST IN '{uri}'")
+        assert not list(coll.rglob("BACKUP-CHAIN-LOCK-*"))
+        other = full / "BACKUP-CHAIN-LOCK-4242"  # another job between its check and manifest
+        other.write_bytes(b"4242")
+        conn.execute("UPDATE t SET v = 'y' WHERE id < 50")
+        files_before = sorted(str(p) for p in coll.rglob("*") if p.is_file())
+        with pytest.raises(SQLError, match="joining the chain") as err:
+            conn.execute(f"BACKUP TABLE t INTO LATEST IN '{uri}'")
+        assert err.value.code == "40001" and "job 4242" in str(err.value)
+        assert f"delete /{full.relative_to(coll)}/BACKUP-CHAIN-LOCK-4242" in err.value.hint
+        # Nothing of the failed layer is left, and the other job's lock is untouched.
+        assert sorted(str(p) for p in coll.rglob("*") if p.is_file()) == files_before
+        other.unlink()
+        conn.execute(f"BACKUP TABLE t INTO LATEST IN '{uri}'")
+        want = fingerprints(conn, "t")
+        conn.execute("CREATE DATABASE r")
+        conn.execute(f"RESTORE TABLE t FROM LATEST IN '{uri}' WITH into_db = 'r'")
+        assert fingerprints(conn, "r.t") == want
+    finally:
+        conn.close()
+
+
 # -- 2. pause and resume a RESTORE ------------------------------------------------------------
 
 

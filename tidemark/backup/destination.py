@@ -208,17 +208,19 @@ def in_use(storage: ExternalStorage, dir: str) -> bool:
 # -- locks ---------------------------------------------------------------------------------
 
 
-def _lock_name(dir: str, job_id: str) -> str:
-    return _join(dir, f"{LOCK}-{job_id}")
+def _lock_name(dir: str, job_id: str, name: str = LOCK) -> str:
+    return _join(dir, f"{name}-{job_id}")
 
 
-def _lock_holders(storage: ExternalStorage, dir: str) -> list[str]:
-    prefix = _join(dir, f"{LOCK}-")
+def _lock_holders(storage: ExternalStorage, dir: str, name: str = LOCK) -> list[str]:
+    prefix = _join(dir, f"{name}-")
     return [i.name[len(prefix) :] for i in storage.list(prefix) if "/" not in i.name[len(prefix) :]]
 
 
-def acquire_lock(storage: ExternalStorage, dir: str, job_id: int | str) -> None:
-    """Take the writer's lock on the layer folder ``dir`` for ``job_id``.
+def acquire_lock(storage: ExternalStorage, dir: str, job_id: int | str, *,
+                 name: str = LOCK) -> None:
+    """Take the writer's lock on the layer folder ``dir`` for ``job_id`` (with ``name``
+    ``CHAIN_LOCK``: the lock on appending to the chain of the full backup ``dir``).
 
     Object stores cannot create a file only if absent, so each writer writes its own
     ``BACKUP-LOCK-<job id>`` (CockroachDB's scheme), then lists the lock files: if another
@@ -233,25 +235,26 @@ def acquire_lock(storage: ExternalStorage, dir: str, job_id: int | str) -> None:
     def refuse(others: list[str]) -> BackupLockedError:
         return BackupLockedError(
             f"{storage.uri}/{_rel(dir)}: another backup is writing here "
-            f"(job {', '.join(others)} holds {LOCK})",
+            f"(job {', '.join(others)} holds {name})",
             holders=others,
             hint=f"wait for that job to finish; if it no longer exists, delete "
-            f"{_lock_name(dir, others[0])} from the collection",
+            f"{_lock_name(dir, others[0], name)} from the collection",
         )
 
-    others = [h for h in _lock_holders(storage, dir) if h != job]
+    others = [h for h in _lock_holders(storage, dir, name) if h != job]
     if others:
         raise refuse(others)
-    storage.write(_lock_name(dir, job), job.encode("ascii"))
-    others = [h for h in _lock_holders(storage, dir) if h != job]
+    storage.write(_lock_name(dir, job, name), job.encode("ascii"))
+    others = [h for h in _lock_holders(storage, dir, name) if h != job]
     if others:
-        storage.delete(_lock_name(dir, job))
+        storage.delete(_lock_name(dir, job, name))
         raise refuse(others)
 
 
-def release_lock(storage: ExternalStorage, dir: str, job_id: int | str) -> None:
+def release_lock(storage: ExternalStorage, dir: str, job_id: int | str, *,
+                 name: str = LOCK) -> None:
     """Drop ``job_id``'s lock on ``dir``; releasing a lock not held does nothing."""
-    storage.delete(_lock_name(dir, str(job_id)))
+    storage.delete(_lock_name(dir, str(job_id), name))
 
 
 # -- checks --------------------------------------------------------------------------------

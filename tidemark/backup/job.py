@@ -32,6 +32,7 @@ import msgspec
 
 from tidemark import native
 from tidemark.backup import destination, manifest
+from tidemark.backup.destination import BackupLockedError
 from tidemark.backup.manifest import BackupFile, DescriptorChange, EncryptionInfo, Manifest
 from tidemark.backup.manifest import Span as MSpan
 from tidemark.backup.parallel import Parts
@@ -393,6 +394,7 @@ class BackupResumer:
             self._cleanup(node, storage, cp, keep_files=True)
             return
         if d.backup_type == "incremental":
+            self._lock_chain(storage)
             self._check_chain_unchanged(storage)
         layer, dbs, tables, prev, changes = self._layer_spans(node, storage, key)
         done = sorted(cp["done"], key=lambda e: e[0])
@@ -414,6 +416,23 @@ class BackupResumer:
         manifest.write_manifest(storage, d.layer_dir, m, key)
         self._move_latest(storage)
         self._cleanup(node, storage, cp, keep_files=True)
+
+    def _lock_chain(self, storage: ExternalStorage) -> None:
+        """Hold the chain's lock from the check below until the manifest is written (the
+        cleanup releases it): two incrementals finishing at once could otherwise both find
+        the chain unchanged and both join it, forking it."""
+        d = self.details
+        try:
+            destination.acquire_lock(storage, d.full_subdir, self.job_id,
+                                     name=manifest.CHAIN_LOCK)
+        except BackupLockedError as e:
+            raise SQLError(
+                f"{storage.uri}{d.layer_dir}: another incremental backup (job "
+                f"{', '.join(e.holders)}) is joining the chain of {d.full_subdir} right now",
+                code="40001", hint="run BACKUP ... INTO LATEST again; it will start where "
+                f"that backup ended (if that job no longer exists, first delete "
+                f"{d.full_subdir.rstrip('/')}/{manifest.CHAIN_LOCK}-{e.holders[0]} from the "
+                "collection)") from None
 
     def _check_chain_unchanged(self, storage: ExternalStorage) -> None:
         """Refuse to append to a chain another incremental extended while this one ran: both
@@ -500,6 +519,10 @@ class BackupResumer:
                     with contextlib.suppress(TidemarkError):
                         storage.delete(info.name)
         if ours:
+            if d.backup_type == "incremental":
+                with contextlib.suppress(TidemarkError):
+                    destination.release_lock(storage, d.full_subdir, self.job_id,
+                                             name=manifest.CHAIN_LOCK)
             destination.release_lock(storage, d.layer_dir, self.job_id)
         if cp.get("protection"):
             with contextlib.suppress(ProtectionError):

@@ -65,6 +65,8 @@ MANIFEST = "BACKUP_MANIFEST"  # the commit point, written last
 MANIFEST_CHECKSUM = MANIFEST + "-CHECKSUM"  # hex SHA-256 of the stored manifest bytes
 CHECKPOINT = "BACKUP-CHECKPOINT"  # progress of a running backup, for resume
 LOCK = "BACKUP-LOCK"  # prefix: one ``BACKUP-LOCK-<job id>`` per writer (see destination)
+# prefix, in a full backup's folder: held by an incremental while it joins that chain
+CHAIN_LOCK = "BACKUP-CHAIN-LOCK"
 LATEST = "LATEST"  # at the collection root: the subdir of the newest full backup
 
 MvccFilter = Literal["latest", "all"]
