@@ -552,6 +552,59 @@ def test_canceled_paused_restore_frees_its_names_and_publishes_nothing(tmp_path)
 # -- 5. SIGKILL during a BACKUP ---------------------------------------------------------------
 
 
+def test_incremental_killed_mid_way_is_adopted_without_exporting_finished_parts_again(
+        tmp_path):
+    """SIGKILL during an incremental (many parts): LATEST, SHOW BACKUPS and the chain are
+    unchanged until the adopted job finishes; the parts its record had checkpointed are not
+    exported again (same files, untouched); the chain then restores the source."""
+    store, coll = tmp_path / "s", tmp_path / "coll"
+    uri = f"file://{coll}"
+    log = tmp_path / "child.log"
+    conn = connect(store)
+    child = None
+    try:
+        fill(conn, "t", 4000)
+        conn.execute(f"BACKUP TABLE t INTO '{uri}'")
+        full = latest(coll)
+        conn.execute("UPDATE t SET n = n + 1, w = 'changed' WHERE id % 2 = 0")
+        conn.execute("DELETE FROM t WHERE id % 7 = 0")
+        conn.execute("SET CLUSTER SETTING bulkio.backup.file_versions = 100")
+        conn.execute("SET CLUSTER SETTING jobs.registry.lease_duration = '1s'")
+        child = start_child(store, f"BACKUP TABLE t INTO LATEST IN '{uri}'", log)
+        try:
+            running = wait_for_progress(conn, child, "BACKUP", log)
+        finally:
+            kill(child)
+        assert child.returncode == -signal.SIGKILL
+        job_id = running["job_id"]
+        record = conn.registry.get(job_id)
+        assert record.details["backup_type"] == "incremental"
+        layer = coll / record.details["layer_dir"].strip("/")
+        checkpointed = {e[1]["path"] for e in record.checkpoint["done"] if e[1]}
+        assert checkpointed, "the job was killed before it checkpointed a part"
+        before = files_under(layer)
+        assert not (layer / "BACKUP_MANIFEST").exists()
+        assert latest(coll) == full and show_backups(conn, uri) == [full]
+        assert len(conn.execute(f"SHOW BACKUP FROM LATEST IN '{uri}'").rows) == 1
+
+        done = when_complete(conn, job_id)
+        assert done["status"] == "succeeded", done["error"]
+        after = files_under(layer)
+        for path in checkpointed:  # same inode, mtime and bytes: not exported again
+            assert after[path] == before[path], path
+        assert len([p for p in after if p.startswith("data/")]) > len(checkpointed)
+        assert lock_files(coll) == [] and not list(coll.rglob("BACKUP-CHAIN-LOCK-*"))
+        rows = conn.execute(f"SHOW BACKUP FROM LATEST IN '{uri}'").rows
+        assert [r[4] for r in rows] == ["full", "incremental"]
+        conn.execute("CREATE DATABASE r")
+        conn.execute(f"RESTORE TABLE t FROM LATEST IN '{uri}' WITH into_db = 'r'")
+        assert fingerprints(conn, "r.t") == fingerprints(conn, "defaultdb.t", rows[-1][3])
+    finally:
+        if child is not None:
+            kill(child)
+        conn.close()
+
+
 def test_backup_killed_mid_way_is_adopted_and_finishes(tmp_path):
     store, coll = tmp_path / "s", tmp_path / "coll"
     uri = f"file://{coll}"
