@@ -1006,3 +1006,24 @@ def _table_id(conn, db: str, table: str) -> int:
     def read(txn):
         return catalog.table_by_name(txn, catalog.database_by_name(txn, db).id, table).id
     return conn.node.db.run(read)
+
+
+def test_revision_history_refuses_a_time_before_what_gc_had_left(conn):
+    """A full backup WITH revision_history holds history from the store's GC threshold on
+    (its revision_start): a restore to an earlier time is refused, naming that start."""
+    make_shop(conn)
+    early = now(conn)
+    mutate(conn, 0)
+    time.sleep(1.1)
+    conn.execute("SET CLUSTER SETTING gc.ttlseconds = 1")
+    threshold = conn.node.run_gc().threshold
+    assert threshold > early
+    conn.execute("SET CLUSTER SETTING gc.ttlseconds = 14400")
+    mutate(conn, 1)
+    backup(conn, f"BACKUP DATABASE shop INTO '{COLL}' WITH revision_history")
+    e = error_of(conn, f"RESTORE DATABASE shop FROM LATEST IN '{COLL}' {aost(early)} "
+                       "WITH new_db_name = 'r'", "before the history")
+    assert e.code == "22023" and format_ts(threshold) in str(e)
+    restore(conn, f"RESTORE DATABASE shop FROM LATEST IN '{COLL}' {aost(threshold)} "
+                  "WITH new_db_name = 'r'")
+    assert_restored(conn, "shop.t", "r.t", threshold, T_INDEXES)
