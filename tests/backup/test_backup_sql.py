@@ -352,6 +352,26 @@ def test_show_backup_of_a_cluster_backup_and_of_an_empty_collection(conn, ext):
             for r in shown] == [("defaultdb", "kv", 2, True)]
 
 
+def test_show_backup_lists_layers_of_databases_without_tables(conn, tmp_path):
+    """Every layer shows, with its times, even when its databases have no tables."""
+    conn.execute("CREATE DATABASE empty")
+    backup(conn, f"BACKUP DATABASE empty INTO '{COLL}'")
+    backup(conn, f"BACKUP DATABASE empty INTO LATEST IN '{COLL}'")
+    shown = show_backup(conn)
+    assert [(r["database_name"], r["table_name"], r["backup_type"], r["rows"])
+            for r in shown] == [("empty", None, "full", 0), ("empty", None, "incremental", 0)]
+    assert shown[1]["start_time"] == shown[0]["end_time"]
+    conn.execute("CREATE TABLE empty.t (id INT PRIMARY KEY)")
+    conn.execute("CREATE DATABASE other")
+    backup(conn, f"BACKUP DATABASE empty, other INTO '{COLL}'")
+    assert [(r["database_name"], r["table_name"]) for r in show_backup(conn)] == [
+        ("empty", "t"), ("other", None)]
+    with tidemark.connect(tmp_path / "bare") as bare:  # a cluster with no tables at all
+        bare.execute(f"BACKUP INTO 'file://{tmp_path}/c'")
+        rows = bare.execute(f"SHOW BACKUP FROM LATEST IN 'file://{tmp_path}/c'").rows
+        assert [(r[0], r[1], r[4]) for r in rows] == [("defaultdb", None, "full")]
+
+
 # -- 5. encryption -------------------------------------------------------------------------
 
 MARKER = "PLAINTEXT-MARKER-7f3a91"

@@ -512,12 +512,19 @@ def layer_rows(chain: Chain) -> list[tuple[Any, ...]]:
             if decode_index_prefix(f.span.start)[1] == PRIMARY_INDEX_ID:  # rows: primary's
                 s[0] += f.rows
             s[1] += f.size
-        for table_id, d in sorted(descs.items()):
-            if not isinstance(d, TableDescriptor):
-                continue
+        times = (format_ts(m.start_time) if m.start_time else None, format_ts(m.end_time),
+                 m.backup_type)
+        tables = [(i, d) for i, d in sorted(descs.items()) if isinstance(d, TableDescriptor)]
+        for table_id, d in tables:
             r, size = stats.get(table_id, [0, 0])
-            rows.append((names.get(d.parent_id, ""), d.name, format_ts(m.start_time) if
-                         m.start_time else None, format_ts(m.end_time), m.backup_type, r,
-                         size, m.is_full_cluster))
+            rows.append((names.get(d.parent_id, ""), d.name, *times, r, size,
+                         m.is_full_cluster))
+        # A database with no tables (or a cluster with none) still shows, with no table name,
+        # so that every layer and its times are listed.
+        with_tables = {d.parent_id for _, d in tables}
+        empty = [name for i, name in sorted(names.items()) if i not in with_tables]
+        if not tables and not empty:
+            empty = [None]
+        rows += [(name, None, *times, 0, 0, m.is_full_cluster) for name in empty]
     return rows
 
