@@ -706,3 +706,32 @@ def test_rolled_back_create_index_is_not_visible(tmp_path) -> None:
         conn.execute("DROP INDEX t@t_b")
         names = {r[1] for r in conn.execute("SHOW INDEXES FROM t").rows}
         assert names == {"t_pkey"}
+
+
+def test_fingerprints_in_a_transaction_see_its_own_writes_and_conflict_like_reads(tmp_path
+                                                                                  ) -> None:
+    """SHOW FINGERPRINTS inside a transaction counts its uncommitted writes, and claims the
+    table like a read: a concurrent write to it makes the transaction retry (40001)."""
+    with tidemark.connect(tmp_path / "store") as conn, \
+            tidemark.connect(tmp_path / "store") as other:
+        for name in ("t", "u"):
+            conn.execute(f"CREATE TABLE {name} (a INT PRIMARY KEY, b INT, INDEX {name}_b (b))")
+            conn.execute(f"INSERT INTO {name} VALUES (1, 10), (2, 20)")
+        conn.execute("INSERT INTO u VALUES (3, 30)")
+
+        def fps(table: str) -> list[int]:
+            return [fp for _, fp in conn.execute(f"SHOW FINGERPRINTS FROM TABLE {table}").rows]
+
+        want = fps("u")
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO t VALUES (3, 30)")
+        assert fps("t") == want
+        conn.execute("ROLLBACK")
+        conn.execute("BEGIN")
+        seen = fps("t")
+        other.execute("INSERT INTO t VALUES (4, 40)")
+        conn.execute("INSERT INTO u VALUES (9, 90)")
+        with pytest.raises(tidemark.TidemarkError) as err:
+            conn.execute("COMMIT")
+        assert err.value.code == "40001"
+        assert seen != want

@@ -128,6 +128,35 @@ def _python_paths(engine: SQLiteEngine, path: str, span: Span, before: int, afte
         monkeypatch.delenv("TIDEMARK_NO_NATIVE")
 
 
+def test_span_fingerprint_in_c_equals_python_at_every_time(tmp_path, monkeypatch):
+    """engine.fingerprint (C, streamed) against batches of scan (Python): several versions
+    per key, tombstones, keys outside the span, reads at past times; batches smaller than
+    the span in the fallback."""
+    engine = SQLiteEngine(tmp_path / "s", create=True)
+    try:
+        prefix = b"\x89\x8a"
+        span = Span(prefix, b"\x89\x8b")
+        key = [prefix + i.to_bytes(2, "big") for i in range(500)]
+        times = [engine.commit([(k, b"v0-%d" % i) for i, k in enumerate(key)] +
+                               [(b"\x89\x8b", b"outside")], engine.frontier())]
+        times.append(engine.commit([(key[i], None) for i in range(0, 500, 4)],
+                                   engine.frontier()))
+        times.append(engine.commit([(key[i], b"v2") for i in range(0, 500, 6)],
+                                   engine.frontier()))
+        engine.close_timestamp(times[-1])
+        monkeypatch.setattr(fingerprint, "_BATCH", 37)
+        for ts in (times[0] - 1, *times):
+            want = fingerprint.fingerprint(engine.scan(span.start, span.end, ts), len(prefix))
+            assert engine.fingerprint(span, ts, len(prefix)) == want
+            assert fingerprint.span_fingerprint(engine, span, ts, len(prefix)) == want
+            monkeypatch.setenv("TIDEMARK_NO_NATIVE", "1")
+            assert engine.fingerprint(span, ts, len(prefix)) is None
+            assert fingerprint.span_fingerprint(engine, span, ts, len(prefix)) == want
+            monkeypatch.delenv("TIDEMARK_NO_NATIVE")
+    finally:
+        engine.close()
+
+
 @pytest.mark.parametrize("all_revisions", [False, True])
 def test_engine_c_paths_equal_the_python_fallback(tmp_path, monkeypatch, all_revisions):
     """export_fingerprint and fingerprint_change (C) against export_entries and

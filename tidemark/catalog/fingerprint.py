@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
+from tidemark.storage.engine import Engine, Span
+
 MASK = (1 << 64) - 1
+_BATCH = 50_000
 
 
 def entry_hash(suffix: bytes, value: bytes) -> int:
@@ -38,3 +41,17 @@ def update(fp: int, prefix_len: int, removed: Iterable[tuple[bytes, bytes]],
     for key, value in added:
         fp += entry_hash(key[prefix_len:], value)
     return fp & MASK
+
+
+def span_fingerprint(engine: Engine, span: Span, ts: int, prefix_len: int) -> int:
+    """The fingerprint of what a read of ``span`` at ``ts`` sees: in C when the engine can,
+    otherwise read in batches, so memory never grows with the span. Does not check ``ts``
+    (see ``Engine.check_read_ts``)."""
+    fp = engine.fingerprint(span, ts, prefix_len)
+    if fp is not None:
+        return fp
+    total, start = 0, span.start
+    while batch := engine.scan(start, span.end, ts, limit=_BATCH):
+        total = (total + fingerprint(batch, prefix_len)) & MASK
+        start = batch[-1][0] + b"\x00"
+    return total

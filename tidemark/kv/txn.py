@@ -99,6 +99,11 @@ class Txn:
             self._read_spans.append(Span(start, rows[-1][0] + b"\x00"))
         return rows
 
+    def has_writes_in(self, start: bytes, end: bytes) -> bool:
+        """Whether this transaction wrote (and has not committed) a key in ``[start, end)``."""
+        i = bisect.bisect_left(self._write_keys, start)
+        return i < len(self._write_keys) and self._write_keys[i] < end
+
     def add_read_span(self, span: Span) -> None:
         """Count ``span`` as read without reading it: a commit then conflicts with any write
         into it after ``read_ts`` (how a statement claims a whole table)."""

@@ -9,7 +9,7 @@ from tidemark.catalog.descriptors import (
     IndexState,
     TableDescriptor,
 )
-from tidemark.catalog.fingerprint import fingerprint
+from tidemark.catalog.fingerprint import fingerprint, span_fingerprint
 from tidemark.catalog.types import STRING
 from tidemark.clock import ts_to_datetime
 from tidemark.cluster.node import Node
@@ -19,6 +19,7 @@ from tidemark.kv.keys import index_prefix, prefix_end
 from tidemark.kv.txn import Txn
 from tidemark.sql.format import quote_ident
 from tidemark.sql.result import Result
+from tidemark.storage.engine import Span
 
 
 def _rows(columns: list[str], rows: list[tuple[object, ...]]) -> Result:
@@ -135,8 +136,14 @@ def show_fingerprints(txn: Txn, table: TableDescriptor) -> Result:
     rows = []
     for index in table.public_indexes():
         start = index_prefix(table.id, index.id)
-        entries = txn.scan(start, prefix_end(start))
-        rows.append((index.name, fingerprint(entries, len(start))))
+        span = Span(start, prefix_end(start))
+        if txn.has_writes_in(span.start, span.end):  # its own writes: merged by txn.scan
+            fp = fingerprint(txn.scan(span.start, span.end), len(start))
+        else:  # streamed: memory does not grow with the table
+            fp = span_fingerprint(txn.engine, span, txn.read_ts, len(start))
+            txn.engine.check_read_ts(txn.read_ts, [span])
+            txn.add_read_span(span)
+        rows.append((index.name, fp))
     return _rows(["index_name", "fingerprint"], rows)
 
 

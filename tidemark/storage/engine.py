@@ -100,6 +100,12 @@ class Engine(Protocol):
     def scan(self, start: bytes, end: bytes, ts: int, limit: int | None = None,
              reverse: bool = False) -> list[tuple[bytes, bytes]]: ...
 
+    def fingerprint(self, span: Span, ts: int, prefix_len: int) -> int | None:
+        """The fingerprint of what a read of ``span`` at ``ts`` sees, streamed in C; None
+        when the engine cannot (``tidemark.catalog.fingerprint.span_fingerprint`` then
+        computes it in Python)."""
+        ...
+
     def count_versions(self, start: bytes = b"", end: bytes = KEY_MAX) -> int:
         """How many versions a span stores (an upper bound of its rows)."""
         ...

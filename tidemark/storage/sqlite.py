@@ -455,6 +455,23 @@ class SQLiteEngine:
             "key < ? AND ts <= ? GROUP BY key) WHERE value IS NOT NULL",
             (start, end, ts)).fetchall()[0][0]
 
+    def fingerprint(self, span: Span, ts: int, prefix_len: int) -> int | None:
+        """The fingerprint (``tidemark.catalog.fingerprint``) of what a read of ``span`` at
+        ``ts`` sees, keys without their first ``prefix_len`` bytes: one streaming pass in C,
+        whatever the span's size. None when the C extension is not available. Like ``scan``,
+        it does not check ``ts``: the caller does, after."""
+        if not native.available():
+            return None
+        conn = self._conn()
+        _pragmas(conn, "mmap_size=0", f"cache_size=-{STREAM_CACHE_KIB}")  # see export()
+        try:
+            return conn.execute(
+                "SELECT tm_fingerprint(key, value, ?) FROM (SELECT key, max(ts), value FROM "
+                "versions WHERE key >= ? AND key < ? AND ts <= ? GROUP BY key)",
+                (prefix_len, span.start, span.end, ts)).fetchall()[0][0] & _MASK64
+        finally:
+            self._unstream(conn)
+
     def versions(self, start: bytes, end: bytes) -> list[tuple[bytes, int, int, bytes | None]]:
         """Every stored version in a span, (key, ts, arrival, value): for tests and tools."""
         return self._conn().execute(
