@@ -402,6 +402,30 @@ def test_encrypted_backup_needs_its_passphrase_and_holds_no_plaintext(conn, ext)
         assert b"right-pw" not in data, path
 
 
+def test_a_wrong_or_missing_passphrase_names_the_fix(conn):
+    make_shop(conn)
+    backup(conn, f"BACKUP DATABASE shop INTO '{COLL}' WITH encryption_passphrase = 'right-pw'")
+    restore_sql = f"RESTORE DATABASE shop FROM LATEST IN '{COLL}' WITH new_db_name = 'r'"
+    for sql in (restore_sql + ", encryption_passphrase = 'wrong-pw'",
+                f"SHOW BACKUP FROM LATEST IN '{COLL}' WITH encryption_passphrase = 'wrong-pw'",
+                f"BACKUP DATABASE shop INTO LATEST IN '{COLL}' "
+                "WITH encryption_passphrase = 'wrong-pw'"):
+        err = error_of(conn, sql)
+        assert err.code == "28P01", sql
+        assert "BACKUP_MANIFEST: wrong passphrase" in err.message, sql
+        assert err.hint == ("give the passphrase the backup was taken with (an incremental's "
+                            "is its full backup's): WITH encryption_passphrase = '...'"), sql
+        assert "right-pw" not in str(err) and "wrong-pw" not in str(err)
+    for sql in (restore_sql, f"SHOW BACKUP FROM LATEST IN '{COLL}'",
+                f"BACKUP DATABASE shop INTO LATEST IN '{COLL}'"):
+        err = error_of(conn, sql)
+        assert err.code == "28000", sql
+        assert "BACKUP_MANIFEST: file is encrypted, and no encryption passphrase was given" \
+            in err.message, sql
+        assert "WITH encryption_passphrase = '...'" in (err.hint or ""), sql
+    assert [r for r in rows(conn, "SHOW JOBS") if r[1] == "RESTORE"] == []
+
+
 def test_passphrase_on_an_unencrypted_backup_is_refused(conn):
     make_shop(conn)
     backup(conn, f"BACKUP DATABASE shop INTO '{COLL}'")
