@@ -528,6 +528,19 @@ def test_a_corrupt_manifest_is_reported_as_such(conn, damaged):
         assert "corrupt backup manifest" in err.message, sql
 
 
+def test_a_missing_manifest_checksum_file_says_the_backup_is_damaged(conn, damaged):
+    (damaged / "BACKUP_MANIFEST-CHECKSUM").unlink()
+    for sql in (RESTORE_R, f"SHOW BACKUP FROM LATEST IN '{COLL}'",
+                f"BACKUP DATABASE shop INTO LATEST IN '{COLL}'"):
+        err = error_of(conn, sql)
+        assert err.code == "XX001", sql
+        assert f"coll/{damaged.relative_to(damaged.parents[2])}: corrupt backup: " \
+            "BACKUP_MANIFEST has no checksum file BACKUP_MANIFEST-CHECKSUM" in err.message, sql
+        assert err.hint == ("the backup is damaged: restore from another backup, and check "
+                            "the collection with `tidemark backup doctor '<collection>'`"), sql
+    assert [r for r in rows(conn, "SHOW JOBS") if r[1] == "RESTORE"] == []
+
+
 def test_show_backup_check_files_lists_every_missing_or_corrupt_file(conn, damaged):
     healthy = show_backup(conn, opts=" WITH check_files")
     assert healthy == show_backup(conn)
