@@ -452,6 +452,8 @@ def damaged(conn, ext):
 
 
 RESTORE_R = f"RESTORE DATABASE shop FROM LATEST IN '{COLL}' WITH new_db_name = 'r'"
+DAMAGED_HINT = ("the backup is damaged: restore from another backup; SHOW BACKUP ... WITH "
+                "check_files lists every missing or corrupt file of the chain")
 
 
 def failed_restore(conn, sql: str = RESTORE_R) -> TidemarkError:
@@ -473,8 +475,12 @@ def test_a_flipped_byte_in_a_data_file_fails_restore_naming_the_file(conn, damag
     bad[len(bad) // 2] ^= 0x01
     victim.write_bytes(bytes(bad))
     err = failed_restore(conn)
-    assert f"{damaged.name}/data/{victim.name}" in err.message
-    assert "corrupt" in err.message
+    # Reported as a file that is not the manifest's, not as whatever zstd tripped on first.
+    assert err.code == "XX001"
+    assert f"{damaged.name}/data/{victim.name}: backup data file is corrupt: it does not " \
+        "match its checksum in the manifest" in err.message
+    assert "zstd" not in err.message
+    assert err.hint == DAMAGED_HINT
     # Repaired, the same restore works (the failed one left its names free).
     victim.write_bytes(good)
     restore(conn, RESTORE_R)
@@ -482,11 +488,33 @@ def test_a_flipped_byte_in_a_data_file_fails_restore_naming_the_file(conn, damag
     assert_restored(conn, "shop.t", "r.t", end, T_INDEXES)
 
 
+def test_a_flipped_byte_in_an_encrypted_data_file_fails_restore_and_check_files(conn, ext):
+    make_shop(conn)
+    pw = "WITH encryption_passphrase = 'pw'"
+    backup(conn, f"BACKUP DATABASE shop INTO '{COLL}' {pw}")
+    victim = data_files(ext / "coll")[0]
+    bad = bytearray(victim.read_bytes())
+    bad[len(bad) // 2] ^= 0x01
+    victim.write_bytes(bytes(bad))
+    err = failed_restore(conn, f"{RESTORE_R}, encryption_passphrase = 'pw'")
+    assert err.code == "XX001"
+    assert f"data/{victim.name}: backup data file is corrupt: it does not match its " \
+        "checksum in the manifest" in err.message
+    assert "authentication" not in err.message
+    assert err.hint == DAMAGED_HINT
+    err = error_of(conn, f"SHOW BACKUP FROM LATEST IN '{COLL}' {pw}, check_files")
+    assert err.code == "XX001"
+    assert f"data/{victim.name}: corrupt: its checksum does not match the manifest" \
+        in err.message
+    assert "restore from another backup" in (err.hint or "")
+
+
 def test_a_missing_data_file_fails_restore(conn, damaged):
     victim = data_files(damaged)[-1]
     victim.unlink()
     err = failed_restore(conn)
-    assert f"data/{victim.name}" in err.message and "missing" in err.message
+    assert f"data/{victim.name}: backup data file is missing" in err.message
+    assert err.code == "XX001" and err.hint == DAMAGED_HINT
 
 
 def test_a_truncated_data_file_fails_restore(conn, damaged):
@@ -494,7 +522,8 @@ def test_a_truncated_data_file_fails_restore(conn, damaged):
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) - 20])
     err = failed_restore(conn)
-    assert f"data/{victim.name}" in err.message
+    assert f"data/{victim.name}: backup data file is corrupt" in err.message
+    assert err.hint == DAMAGED_HINT
 
 
 def test_data_files_swapped_between_two_full_backups_fail_the_checksum(conn, ext, damaged):
