@@ -611,13 +611,70 @@ def test_incremental_with_other_targets_than_the_full_is_refused(conn):
     assert len(layer_ends(conn)) == 1
 
 
+NOT_A_COLLECTION = ("nodelocal://self/junk: not a backup collection: it has no LATEST and "
+                    "holds files a collection does not (notes.txt)")
+
+
 def test_backup_into_a_folder_with_unrelated_files_is_refused(conn, ext):
     make_shop(conn)
     (ext / "junk").mkdir(parents=True)
     (ext / "junk" / "notes.txt").write_text("not a backup")
-    err = error_of(conn, "BACKUP DATABASE shop INTO 'nodelocal://self/junk'")
-    assert "not a backup collection" in err.message and "notes.txt" in err.message
+    for sql in ("BACKUP DATABASE shop INTO 'nodelocal://self/junk'",
+                "SHOW BACKUPS IN 'nodelocal://self/junk'"):
+        err = error_of(conn, sql)
+        assert err.code == "42P04", sql
+        assert err.message == NOT_A_COLLECTION, sql
+        assert err.hint == ("name an empty folder or an existing backup collection (a folder "
+                            "holding LATEST)"), sql
     assert sorted(p.name for p in (ext / "junk").rglob("*")) == ["notes.txt"]
+
+
+def test_a_folder_with_latest_is_a_collection_whatever_else_it_holds(conn, ext):
+    # BACKUP and SHOW BACKUPS agree: files of its own in a collection are ignored by both
+    # (BACKUP never lists a collection that has a LATEST: on S3 a request per 1000 files).
+    make_shop(conn)
+    backup(conn, f"BACKUP DATABASE shop INTO '{COLL}'")
+    (ext / "coll" / "notes.txt").write_text("what these backups are for")
+    (ext / "coll" / "old").mkdir()
+    (ext / "coll" / "old" / "export.csv").write_text("1,2\n")
+    assert len(full_backups(conn)) == 1
+    backup(conn, f"BACKUP DATABASE shop INTO '{COLL}'")
+    mutate(conn, 0)
+    backup(conn, f"BACKUP DATABASE shop INTO LATEST IN '{COLL}'")
+    assert len(full_backups(conn)) == 2
+    assert len(layer_ends(conn)) == 2
+    restore(conn, RESTORE_R)
+    # Without LATEST the same files make it a folder that is not a collection.
+    (ext / "coll" / "LATEST").unlink()
+    err = error_of(conn, f"SHOW BACKUPS IN '{COLL}'")
+    assert err.code == "42P04"
+    assert "no LATEST and holds files a collection does not (notes.txt, old/export.csv)" \
+        in err.message
+
+
+def test_a_collection_uri_naming_a_file_is_refused(conn, ext, tmp_path):
+    make_shop(conn)
+    backup(conn, f"BACKUP DATABASE shop INTO '{COLL}'")
+    (subdir,) = full_backups(conn)
+    plain = tmp_path / "passwd"
+    plain.write_text("root:x:0:0::/root:/bin/sh\n")
+    for uri, name, folder in ((f"{COLL}/LATEST", "LATEST", COLL),
+                              (f"file://{plain}", "passwd", f"file://{tmp_path}")):
+        for sql in (f"BACKUP DATABASE shop INTO '{uri}'",
+                    f"BACKUP DATABASE shop INTO LATEST IN '{uri}'",
+                    f"SHOW BACKUPS IN '{uri}'",
+                    f"SHOW BACKUP FROM LATEST IN '{uri}'",
+                    f"SHOW BACKUP FROM '{subdir}' IN '{uri}'",
+                    f"RESTORE DATABASE shop FROM LATEST IN '{uri}' WITH new_db_name = 'r'"):
+            err = error_of(conn, sql)
+            assert err.code == "42P04", sql
+            assert err.message == f"{uri}: is a file, not a backup collection folder", sql
+            assert err.hint == (
+                "a backup collection is a folder (holding LATEST and a folder per full "
+                f"backup): name the folder, not a file; this file is {name!r} in {folder}"), sql
+    assert plain.read_text() == "root:x:0:0::/root:/bin/sh\n"
+    assert len(full_backups(conn)) == 1
+    assert [r for r in rows(conn, "SHOW JOBS") if r[1] == "RESTORE"] == []
 
 
 def test_unknown_options_are_refused(conn):

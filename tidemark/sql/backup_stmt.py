@@ -189,7 +189,8 @@ def run_backup(session: Session, stmt: ast.Backup, params: Sequence[Any],
     try:
         if destination.read_latest(storage) is None:
             # Listing every file costs as much as the collection is big: a folder with a
-            # valid LATEST is a collection, only a new or foreign folder needs the check.
+            # valid LATEST is a collection (files of its own are ignored, as SHOW BACKUPS
+            # does), only a new or foreign folder needs the check.
             destination.check_collection(storage)
         incremental = stmt.latest or stmt.subdir is not None
         for _ in range(_FOLDER_ATTEMPTS):
@@ -454,8 +455,7 @@ def show_backups(session: Session, stmt: ast.ShowBackups, params: Sequence[Any])
     uri = expect_string(_const(stmt.collection, params), "the backup collection URI")
     storage = _open(session, uri)
     try:
-        destination.check_collection(storage)
-        paths = destination.list_full_backups(storage)
+        paths = destination.list_full_backups(storage, destination.check_collection(storage))
     finally:
         storage.close()
     return Result(columns=["path"], rows=[(p,) for p in paths], tag="SHOW",
