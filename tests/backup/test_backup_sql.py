@@ -688,6 +688,121 @@ def test_unknown_options_are_refused(conn):
              "unknown option")
 
 
+def test_option_values_of_the_wrong_kind_name_the_option_and_its_form(conn):
+    make_shop(conn)
+    backup(conn, f"BACKUP DATABASE shop INTO '{COLL}'")
+    into = f"BACKUP DATABASE shop INTO '{COLL}' WITH"
+    restore_db = f"RESTORE DATABASE shop FROM LATEST IN '{COLL}' WITH"
+    restore_t = f"RESTORE TABLE shop.t FROM LATEST IN '{COLL}' WITH"
+    for sql, message, hint in [
+        (f"{into} encryption_passphrase", "BACKUP: option encryption_passphrase needs a value",
+         "WITH encryption_passphrase = '...'"),
+        (f"{into} encryption_passphrase = NULL",
+         "BACKUP: option encryption_passphrase takes a string, not NULL",
+         "WITH encryption_passphrase = '...'"),
+        (f"{into} encryption_passphrase = true",
+         "BACKUP: option encryption_passphrase takes a string, not true",
+         "WITH encryption_passphrase = '...'"),
+        (f"{into} encryption_passphrase = 123",
+         "BACKUP: option encryption_passphrase takes a string, not 123",
+         "WITH encryption_passphrase = '...'"),
+        (f"{into} encryption_passphrase = ''",
+         "BACKUP: option encryption_passphrase must not be empty",
+         "WITH encryption_passphrase = '...'"),
+        (f"{restore_db} new_db_name", "RESTORE: option new_db_name needs a value",
+         "WITH new_db_name = '...'"),
+        (f"{restore_t} into_db = 5", "RESTORE: option into_db takes a string, not 5",
+         "WITH into_db = '...'"),
+        (f"{restore_db} new_db_name = 'r', encryption_passphrase = ''",
+         "RESTORE: option encryption_passphrase must not be empty",
+         "WITH encryption_passphrase = '...'"),
+        (f"{into} revision_history = 'yes'",
+         "BACKUP: option revision_history takes no value or a boolean",
+         "WITH revision_history, or WITH revision_history = true / false"),
+        (f"SHOW BACKUP FROM LATEST IN '{COLL}' WITH check_files = 1",
+         "SHOW BACKUP: option check_files takes no value or a boolean",
+         "WITH check_files, or WITH check_files = true / false"),
+    ]:
+        err = error_of(conn, sql)
+        assert (err.code, err.message, err.hint) == ("22023", message, hint), sql
+    with pytest.raises(TidemarkError) as exc:
+        conn.execute("BACKUP DATABASE shop INTO $1", [None])
+    assert exc.value.code == "22023"
+    assert exc.value.message == "expected the backup collection URI as a string, not NULL"
+    assert len(full_backups(conn)) == 1
+    assert [r for r in rows(conn, "SHOW JOBS") if r[1] == "RESTORE"] == []
+
+
+AOST_FORMS = ("give a decimal timestamp such as cluster_logical_timestamp() gives, an interval "
+              "such as '-10s', or a time such as '2026-01-02 03:04:05'")
+
+
+def test_as_of_system_time_that_is_no_timestamp_is_refused(conn):
+    make_shop(conn)
+    backup(conn, f"BACKUP DATABASE shop INTO '{COLL}'")
+    restore_sql = f"RESTORE DATABASE shop FROM LATEST IN '{COLL}'"
+    for stmt in (f"BACKUP DATABASE shop INTO '{COLL}'", restore_sql):
+        # Before 1970: was a GC-threshold error at a negative time, or an OverflowError
+        # traceback (SQLite takes 64 bits); beyond 64 bits of nanoseconds: in the future.
+        for when in ("'-1000000h'", "'-9999999999999h'", "'-" + "9" * 400 + "h'"):
+            err = error_of(conn, f"{stmt} AS OF SYSTEM TIME {when}")
+            assert err.code == "22008", (stmt, when)
+            assert err.message == (f"AS OF SYSTEM TIME {when.strip(chr(39))!r} is before "
+                                   "1970-01-01 (UTC), the earliest timestamp"), (stmt, when)
+            assert err.hint == AOST_FORMS
+        for when in ("'99999999999999999999999.0'", "99999999999999999999999",
+                     "'" + "9" * 400 + "h'"):
+            err = error_of(conn, f"{stmt} AS OF SYSTEM TIME {when}")
+            assert err.code == "XXUUU", (stmt, when)
+            assert "it is in the future (the time is now" in err.message, (stmt, when)
+            assert err.hint == "read at a time at or before now()"
+        err = error_of(conn, f"{stmt} AS OF SYSTEM TIME NULL")
+        assert (err.code, err.message, err.hint) == (
+            "22023", "AS OF SYSTEM TIME needs a timestamp, not NULL", AOST_FORMS)
+        err = error_of(conn, f"{stmt} AS OF SYSTEM TIME 'garbage'")
+        assert err.code == "22023"
+        assert err.message.startswith("AS OF SYSTEM TIME: cannot parse 'garbage' as a "
+                                      "timestamp: use a decimal timestamp such as ")
+    with pytest.raises(TidemarkError) as exc:
+        conn.execute(f"{restore_sql} AS OF SYSTEM TIME $1", [b"\x01"])
+    assert exc.value.message == "AS OF SYSTEM TIME needs a timestamp, not bytes"
+    assert len(full_backups(conn)) == 1
+    assert [r for r in rows(conn, "SHOW JOBS") if r[1] == "RESTORE"] == []
+
+
+def test_a_table_or_database_named_twice_is_restored_once(conn):
+    # As BACKUP backs it up once; RESTORE said the second one "already exists".
+    make_shop(conn)
+    backup(conn, f"BACKUP DATABASE shop INTO '{COLL}'")
+    (end,) = layer_ends(conn)
+    conn.execute("CREATE DATABASE e")
+    restore(conn, f"RESTORE TABLE shop.t, shop.t FROM LATEST IN '{COLL}' WITH into_db = 'e'")
+    assert_restored(conn, "shop.t", "e.t", end, T_INDEXES)
+    restore(conn, f"RESTORE DATABASE shop, shop FROM LATEST IN '{COLL}' "
+                  "WITH new_db_name = 'r'")
+    assert_restored(conn, "shop.u", "r.u", end, {})
+
+
+def test_latest_in_the_folder_of_one_backup_names_the_collection_above(conn):
+    make_shop(conn)
+    backup(conn, f"BACKUP DATABASE shop INTO '{COLL}'")
+    (subdir,) = full_backups(conn)
+    layer = f"{COLL}{subdir}"
+    for sql in (f"SHOW BACKUP FROM LATEST IN '{layer}'",
+                f"RESTORE DATABASE shop FROM LATEST IN '{layer}' WITH new_db_name = 'r'",
+                f"BACKUP DATABASE shop INTO LATEST IN '{layer}'"):
+        err = error_of(conn, sql)
+        assert err.code == "42P04", sql
+        assert err.message == (f"{layer}: not a backup collection: it is the folder of one "
+                               "backup (it holds BACKUP_MANIFEST)"), sql
+        assert err.hint == ("this folder is a single backup, not a collection: name the "
+                            "collection above it (the folder holding LATEST); SHOW BACKUPS "
+                            "IN it lists its backups"), sql
+    # An empty folder still says what it lacks.
+    err = error_of(conn, "SHOW BACKUP FROM LATEST IN 'nodelocal://self/nothing'")
+    assert err.code == "58P01" and "the collection has no LATEST" in err.message
+
+
 def test_restore_over_existing_names_hints_at_renaming(conn):
     make_shop(conn)
     backup(conn, f"BACKUP DATABASE shop INTO '{COLL}'")

@@ -44,6 +44,7 @@ __all__ = [
     "acquire_lock",
     "chain",
     "check_collection",
+    "explain_no_latest",
     "in_use",
     "incrementals_dir",
     "list_full_backups",
@@ -290,6 +291,22 @@ def refuse_file(storage: ExternalStorage) -> None:
         f"{storage.uri}: is a file, not a backup collection folder", hint=hint)
 
 
+def explain_no_latest(storage: ExternalStorage) -> None:
+    """Before saying a collection has no ``LATEST``: refuse a URI naming a file, or the folder
+    of one backup, saying so (an error path: a stat or two)."""
+    refuse_file(storage)
+    if has_manifest(storage, ""):
+        raise _single_backup(storage)
+
+
+def _single_backup(storage: ExternalStorage) -> NotACollectionError:
+    return NotACollectionError(
+        f"{storage.uri}: not a backup collection: it is the folder of one backup (it holds "
+        f"{MANIFEST})",
+        hint="this folder is a single backup, not a collection: name the collection above "
+        "it (the folder holding LATEST); SHOW BACKUPS IN it lists its backups")
+
+
 def check_collection(storage: ExternalStorage) -> list[FileInfo]:
     """Refuse a destination that is neither empty nor a backup collection; returns its files.
 
@@ -314,11 +331,9 @@ def check_collection(storage: ExternalStorage) -> list[FileInfo]:
         f" and {len(strangers) - 3} more" if len(strangers) > 3 else ""
     )
     if MANIFEST in strangers:
-        hint = "this folder is a single backup, not a collection: name the collection above it"
-    else:
-        hint = ("name an empty folder or an existing backup collection (a folder holding "
-                f"{LATEST})")
+        raise _single_backup(storage)
     raise NotACollectionError(
         f"{storage.uri}: not a backup collection: it has no {LATEST} and holds files a "
-        f"collection does not ({shown})", hint=hint
+        f"collection does not ({shown})",
+        hint=f"name an empty folder or an existing backup collection (a folder holding {LATEST})",
     )
