@@ -874,6 +874,35 @@ def test_unknown_scheme_and_missing_table(conn):
     assert [r for r in rows(conn, "SHOW JOBS") if r[1] == "RESTORE"] == []
 
 
+def test_a_path_escaping_the_external_folder_is_refused_with_the_fix(conn, ext, tmp_path):
+    make_shop(conn)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    ext.mkdir(parents=True, exist_ok=True)
+    (ext / "link").symlink_to(outside)
+    nodelocal_hint = ("nodelocal://self/<path> is a path inside the store's external folder: "
+                      "name a folder there, or one elsewhere with file:///absolute/path")
+    for uri, message, hint in [
+        ("nodelocal://self/../x", "nodelocal://self/../x: '.' and '..' are not allowed in "
+         "the path", nodelocal_hint),
+        ("nodelocal://self/c/%2E%2E/%2E%2E/x", "nodelocal://self/c/../../x: '.' and '..' are "
+         "not allowed in the path", nodelocal_hint),
+        (f"file://{tmp_path}/a/../b", f"file://{tmp_path}/a/../b: '.' and '..' are not "
+         "allowed in the path", "write the absolute path without '.' or '..': "
+         "file:///absolute/path"),
+        ("nodelocal://self/link/c", "nodelocal://self/link/c resolves outside the store's "
+         f"external folder {ext.resolve()} (through a symbolic link)",
+         "nodelocal:// stays inside the store's external folder: use a file:// URI for a "
+         "folder elsewhere"),
+    ]:
+        for sql in (f"BACKUP DATABASE shop INTO '{uri}'", f"SHOW BACKUPS IN '{uri}'",
+                    f"RESTORE DATABASE shop FROM LATEST IN '{uri}' WITH new_db_name = 'r'"):
+            err = error_of(conn, sql)
+            assert (err.code, err.message, err.hint) == ("22023", message, hint), sql
+    assert list(outside.iterdir()) == []
+    assert rows(conn, "SHOW JOBS") == []
+
+
 # -- 8. secrets ----------------------------------------------------------------------------
 
 SECRET = "hunter2-secret"
