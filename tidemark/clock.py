@@ -14,6 +14,7 @@ import random
 import re
 import threading
 import time
+from decimal import Decimal
 
 NANOS_PER_SECOND = 1_000_000_000
 LOGICAL_DIGITS = 10  # CockroachDB prints ten digits of logical clock after the decimal point
@@ -70,7 +71,9 @@ def parse_interval(text: str) -> int | None:
     for m in _INTERVAL_PART.finditer(s):
         if m.start() != pos:
             return None
-        total += int(float(m.group(1)) * _UNIT_NANOS[m.group(2)])
+        # Decimal, not float: exact, and no overflow to infinity for absurdly long numbers
+        # (the caller refuses a result out of a timestamp's range).
+        total += int(Decimal(m.group(1)) * _UNIT_NANOS[m.group(2)])
         pos = m.end()
     if pos != len(s):
         return None

@@ -49,3 +49,24 @@ def test_bad_credentials_fail_clearly_and_secretly(tmp_path: Path, s3_auth_serve
         text = f"{err.value.message} {err.value.hint}"
         assert "access denied" in text.lower()
         assert "not-the-secret-9f" not in text
+
+
+def test_a_collection_uri_naming_an_object_is_refused(tmp_path: Path, s3_server) -> None:
+    # On S3 an object and a "folder" of the same name can coexist: refused all the same.
+    uri = s3_server.uri("coll")
+    root, _, query = uri.partition("?")
+    inner = f"{root}/LATEST?{query}"
+    with tidemark.connect(tmp_path / "s") as conn:
+        conn.execute("CREATE TABLE t (id INT PRIMARY KEY)")
+        conn.execute(f"BACKUP TABLE t INTO '{uri}'")
+        for sql in (f"BACKUP TABLE t INTO '{inner}'", f"SHOW BACKUPS IN '{inner}'",
+                    f"RESTORE TABLE t FROM LATEST IN '{inner}' WITH into_db = 'defaultdb'"):
+            with pytest.raises(TidemarkError) as err:
+                conn.execute(sql)
+            assert err.value.code == "42P04", sql
+            assert "LATEST?" in err.value.message and \
+                "is a file, not a backup collection folder" in err.value.message, sql
+            assert "name the folder, not a file; this file is 'LATEST' in s3://" in \
+                (err.value.hint or ""), sql
+            assert "testingsecret" not in str(err.value)
+        assert len(conn.execute(f"SHOW BACKUPS IN '{uri}'").rows) == 1

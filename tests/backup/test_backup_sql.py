@@ -422,6 +422,30 @@ def test_encrypted_backup_needs_its_passphrase_and_holds_no_plaintext(conn, ext)
         assert b"right-pw" not in data, path
 
 
+def test_a_wrong_or_missing_passphrase_names_the_fix(conn):
+    make_shop(conn)
+    backup(conn, f"BACKUP DATABASE shop INTO '{COLL}' WITH encryption_passphrase = 'right-pw'")
+    restore_sql = f"RESTORE DATABASE shop FROM LATEST IN '{COLL}' WITH new_db_name = 'r'"
+    for sql in (restore_sql + ", encryption_passphrase = 'wrong-pw'",
+                f"SHOW BACKUP FROM LATEST IN '{COLL}' WITH encryption_passphrase = 'wrong-pw'",
+                f"BACKUP DATABASE shop INTO LATEST IN '{COLL}' "
+                "WITH encryption_passphrase = 'wrong-pw'"):
+        err = error_of(conn, sql)
+        assert err.code == "28P01", sql
+        assert "BACKUP_MANIFEST: wrong passphrase" in err.message, sql
+        assert err.hint == ("give the passphrase the backup was taken with (an incremental's "
+                            "is its full backup's): WITH encryption_passphrase = '...'"), sql
+        assert "right-pw" not in str(err) and "wrong-pw" not in str(err)
+    for sql in (restore_sql, f"SHOW BACKUP FROM LATEST IN '{COLL}'",
+                f"BACKUP DATABASE shop INTO LATEST IN '{COLL}'"):
+        err = error_of(conn, sql)
+        assert err.code == "28000", sql
+        assert "BACKUP_MANIFEST: file is encrypted, and no encryption passphrase was given" \
+            in err.message, sql
+        assert "WITH encryption_passphrase = '...'" in (err.hint or ""), sql
+    assert [r for r in rows(conn, "SHOW JOBS") if r[1] == "RESTORE"] == []
+
+
 def test_passphrase_on_an_unencrypted_backup_is_refused(conn):
     make_shop(conn)
     backup(conn, f"BACKUP DATABASE shop INTO '{COLL}'")
@@ -448,6 +472,8 @@ def damaged(conn, ext):
 
 
 RESTORE_R = f"RESTORE DATABASE shop FROM LATEST IN '{COLL}' WITH new_db_name = 'r'"
+DAMAGED_HINT = ("the backup is damaged: restore from another backup; SHOW BACKUP ... WITH "
+                "check_files lists every missing or corrupt file of the chain")
 
 
 def failed_restore(conn, sql: str = RESTORE_R) -> TidemarkError:
@@ -469,8 +495,12 @@ def test_a_flipped_byte_in_a_data_file_fails_restore_naming_the_file(conn, damag
     bad[len(bad) // 2] ^= 0x01
     victim.write_bytes(bytes(bad))
     err = failed_restore(conn)
-    assert f"{damaged.name}/data/{victim.name}" in err.message
-    assert "corrupt" in err.message
+    # Reported as a file that is not the manifest's, not as whatever zstd tripped on first.
+    assert err.code == "XX001"
+    assert f"{damaged.name}/data/{victim.name}: backup data file is corrupt: it does not " \
+        "match its checksum in the manifest" in err.message
+    assert "zstd" not in err.message
+    assert err.hint == DAMAGED_HINT
     # Repaired, the same restore works (the failed one left its names free).
     victim.write_bytes(good)
     restore(conn, RESTORE_R)
@@ -478,11 +508,33 @@ def test_a_flipped_byte_in_a_data_file_fails_restore_naming_the_file(conn, damag
     assert_restored(conn, "shop.t", "r.t", end, T_INDEXES)
 
 
+def test_a_flipped_byte_in_an_encrypted_data_file_fails_restore_and_check_files(conn, ext):
+    make_shop(conn)
+    pw = "WITH encryption_passphrase = 'pw'"
+    backup(conn, f"BACKUP DATABASE shop INTO '{COLL}' {pw}")
+    victim = data_files(ext / "coll")[0]
+    bad = bytearray(victim.read_bytes())
+    bad[len(bad) // 2] ^= 0x01
+    victim.write_bytes(bytes(bad))
+    err = failed_restore(conn, f"{RESTORE_R}, encryption_passphrase = 'pw'")
+    assert err.code == "XX001"
+    assert f"data/{victim.name}: backup data file is corrupt: it does not match its " \
+        "checksum in the manifest" in err.message
+    assert "authentication" not in err.message
+    assert err.hint == DAMAGED_HINT
+    err = error_of(conn, f"SHOW BACKUP FROM LATEST IN '{COLL}' {pw}, check_files")
+    assert err.code == "XX001"
+    assert f"data/{victim.name}: corrupt: its checksum does not match the manifest" \
+        in err.message
+    assert "restore from another backup" in (err.hint or "")
+
+
 def test_a_missing_data_file_fails_restore(conn, damaged):
     victim = data_files(damaged)[-1]
     victim.unlink()
     err = failed_restore(conn)
-    assert f"data/{victim.name}" in err.message and "missing" in err.message
+    assert f"data/{victim.name}: backup data file is missing" in err.message
+    assert err.code == "XX001" and err.hint == DAMAGED_HINT
 
 
 def test_a_truncated_data_file_fails_restore(conn, damaged):
@@ -490,7 +542,8 @@ def test_a_truncated_data_file_fails_restore(conn, damaged):
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) - 20])
     err = failed_restore(conn)
-    assert f"data/{victim.name}" in err.message
+    assert f"data/{victim.name}: backup data file is corrupt" in err.message
+    assert err.hint == DAMAGED_HINT
 
 
 def test_data_files_swapped_between_two_full_backups_fail_the_checksum(conn, ext, damaged):
@@ -522,6 +575,19 @@ def test_a_corrupt_manifest_is_reported_as_such(conn, damaged):
                 f"BACKUP DATABASE shop INTO LATEST IN '{COLL}'"):
         err = error_of(conn, sql)
         assert "corrupt backup manifest" in err.message, sql
+
+
+def test_a_missing_manifest_checksum_file_says_the_backup_is_damaged(conn, damaged):
+    (damaged / "BACKUP_MANIFEST-CHECKSUM").unlink()
+    for sql in (RESTORE_R, f"SHOW BACKUP FROM LATEST IN '{COLL}'",
+                f"BACKUP DATABASE shop INTO LATEST IN '{COLL}'"):
+        err = error_of(conn, sql)
+        assert err.code == "XX001", sql
+        assert f"coll/{damaged.relative_to(damaged.parents[2])}: corrupt backup: " \
+            "BACKUP_MANIFEST has no checksum file BACKUP_MANIFEST-CHECKSUM" in err.message, sql
+        assert err.hint == ("the backup is damaged: restore from another backup, and check "
+                            "the collection with `tidemark backup doctor '<collection>'`"), sql
+    assert [r for r in rows(conn, "SHOW JOBS") if r[1] == "RESTORE"] == []
 
 
 def test_show_backup_check_files_lists_every_missing_or_corrupt_file(conn, damaged):
@@ -565,13 +631,70 @@ def test_incremental_with_other_targets_than_the_full_is_refused(conn):
     assert len(layer_ends(conn)) == 1
 
 
+NOT_A_COLLECTION = ("nodelocal://self/junk: not a backup collection: it has no LATEST and "
+                    "holds files a collection does not (notes.txt)")
+
+
 def test_backup_into_a_folder_with_unrelated_files_is_refused(conn, ext):
     make_shop(conn)
     (ext / "junk").mkdir(parents=True)
     (ext / "junk" / "notes.txt").write_text("not a backup")
-    err = error_of(conn, "BACKUP DATABASE shop INTO 'nodelocal://self/junk'")
-    assert "not a backup collection" in err.message and "notes.txt" in err.message
+    for sql in ("BACKUP DATABASE shop INTO 'nodelocal://self/junk'",
+                "SHOW BACKUPS IN 'nodelocal://self/junk'"):
+        err = error_of(conn, sql)
+        assert err.code == "42P04", sql
+        assert err.message == NOT_A_COLLECTION, sql
+        assert err.hint == ("name an empty folder or an existing backup collection (a folder "
+                            "holding LATEST)"), sql
     assert sorted(p.name for p in (ext / "junk").rglob("*")) == ["notes.txt"]
+
+
+def test_a_folder_with_latest_is_a_collection_whatever_else_it_holds(conn, ext):
+    # BACKUP and SHOW BACKUPS agree: files of its own in a collection are ignored by both
+    # (BACKUP never lists a collection that has a LATEST: on S3 a request per 1000 files).
+    make_shop(conn)
+    backup(conn, f"BACKUP DATABASE shop INTO '{COLL}'")
+    (ext / "coll" / "notes.txt").write_text("what these backups are for")
+    (ext / "coll" / "old").mkdir()
+    (ext / "coll" / "old" / "export.csv").write_text("1,2\n")
+    assert len(full_backups(conn)) == 1
+    backup(conn, f"BACKUP DATABASE shop INTO '{COLL}'")
+    mutate(conn, 0)
+    backup(conn, f"BACKUP DATABASE shop INTO LATEST IN '{COLL}'")
+    assert len(full_backups(conn)) == 2
+    assert len(layer_ends(conn)) == 2
+    restore(conn, RESTORE_R)
+    # Without LATEST the same files make it a folder that is not a collection.
+    (ext / "coll" / "LATEST").unlink()
+    err = error_of(conn, f"SHOW BACKUPS IN '{COLL}'")
+    assert err.code == "42P04"
+    assert "no LATEST and holds files a collection does not (notes.txt, old/export.csv)" \
+        in err.message
+
+
+def test_a_collection_uri_naming_a_file_is_refused(conn, ext, tmp_path):
+    make_shop(conn)
+    backup(conn, f"BACKUP DATABASE shop INTO '{COLL}'")
+    (subdir,) = full_backups(conn)
+    plain = tmp_path / "passwd"
+    plain.write_text("root:x:0:0::/root:/bin/sh\n")
+    for uri, name, folder in ((f"{COLL}/LATEST", "LATEST", COLL),
+                              (f"file://{plain}", "passwd", f"file://{tmp_path}")):
+        for sql in (f"BACKUP DATABASE shop INTO '{uri}'",
+                    f"BACKUP DATABASE shop INTO LATEST IN '{uri}'",
+                    f"SHOW BACKUPS IN '{uri}'",
+                    f"SHOW BACKUP FROM LATEST IN '{uri}'",
+                    f"SHOW BACKUP FROM '{subdir}' IN '{uri}'",
+                    f"RESTORE DATABASE shop FROM LATEST IN '{uri}' WITH new_db_name = 'r'"):
+            err = error_of(conn, sql)
+            assert err.code == "42P04", sql
+            assert err.message == f"{uri}: is a file, not a backup collection folder", sql
+            assert err.hint == (
+                "a backup collection is a folder (holding LATEST and a folder per full "
+                f"backup): name the folder, not a file; this file is {name!r} in {folder}"), sql
+    assert plain.read_text() == "root:x:0:0::/root:/bin/sh\n"
+    assert len(full_backups(conn)) == 1
+    assert [r for r in rows(conn, "SHOW JOBS") if r[1] == "RESTORE"] == []
 
 
 def test_unknown_options_are_refused(conn):
@@ -583,6 +706,121 @@ def test_unknown_options_are_refused(conn):
              "unknown option")
     error_of(conn, f"SHOW BACKUP FROM LATEST IN '{COLL}' WITH new_db_name = 'x'",
              "unknown option")
+
+
+def test_option_values_of_the_wrong_kind_name_the_option_and_its_form(conn):
+    make_shop(conn)
+    backup(conn, f"BACKUP DATABASE shop INTO '{COLL}'")
+    into = f"BACKUP DATABASE shop INTO '{COLL}' WITH"
+    restore_db = f"RESTORE DATABASE shop FROM LATEST IN '{COLL}' WITH"
+    restore_t = f"RESTORE TABLE shop.t FROM LATEST IN '{COLL}' WITH"
+    for sql, message, hint in [
+        (f"{into} encryption_passphrase", "BACKUP: option encryption_passphrase needs a value",
+         "WITH encryption_passphrase = '...'"),
+        (f"{into} encryption_passphrase = NULL",
+         "BACKUP: option encryption_passphrase takes a string, not NULL",
+         "WITH encryption_passphrase = '...'"),
+        (f"{into} encryption_passphrase = true",
+         "BACKUP: option encryption_passphrase takes a string, not true",
+         "WITH encryption_passphrase = '...'"),
+        (f"{into} encryption_passphrase = 123",
+         "BACKUP: option encryption_passphrase takes a string, not 123",
+         "WITH encryption_passphrase = '...'"),
+        (f"{into} encryption_passphrase = ''",
+         "BACKUP: option encryption_passphrase must not be empty",
+         "WITH encryption_passphrase = '...'"),
+        (f"{restore_db} new_db_name", "RESTORE: option new_db_name needs a value",
+         "WITH new_db_name = '...'"),
+        (f"{restore_t} into_db = 5", "RESTORE: option into_db takes a string, not 5",
+         "WITH into_db = '...'"),
+        (f"{restore_db} new_db_name = 'r', encryption_passphrase = ''",
+         "RESTORE: option encryption_passphrase must not be empty",
+         "WITH encryption_passphrase = '...'"),
+        (f"{into} revision_history = 'yes'",
+         "BACKUP: option revision_history takes no value or a boolean",
+         "WITH revision_history, or WITH revision_history = true / false"),
+        (f"SHOW BACKUP FROM LATEST IN '{COLL}' WITH check_files = 1",
+         "SHOW BACKUP: option check_files takes no value or a boolean",
+         "WITH check_files, or WITH check_files = true / false"),
+    ]:
+        err = error_of(conn, sql)
+        assert (err.code, err.message, err.hint) == ("22023", message, hint), sql
+    with pytest.raises(TidemarkError) as exc:
+        conn.execute("BACKUP DATABASE shop INTO $1", [None])
+    assert exc.value.code == "22023"
+    assert exc.value.message == "expected the backup collection URI as a string, not NULL"
+    assert len(full_backups(conn)) == 1
+    assert [r for r in rows(conn, "SHOW JOBS") if r[1] == "RESTORE"] == []
+
+
+AOST_FORMS = ("give a decimal timestamp such as cluster_logical_timestamp() gives, an interval "
+              "such as '-10s', or a time such as '2026-01-02 03:04:05'")
+
+
+def test_as_of_system_time_that_is_no_timestamp_is_refused(conn):
+    make_shop(conn)
+    backup(conn, f"BACKUP DATABASE shop INTO '{COLL}'")
+    restore_sql = f"RESTORE DATABASE shop FROM LATEST IN '{COLL}'"
+    for stmt in (f"BACKUP DATABASE shop INTO '{COLL}'", restore_sql):
+        # Before 1970: was a GC-threshold error at a negative time, or an OverflowError
+        # traceback (SQLite takes 64 bits); beyond 64 bits of nanoseconds: in the future.
+        for when in ("'-1000000h'", "'-9999999999999h'", "'-" + "9" * 400 + "h'"):
+            err = error_of(conn, f"{stmt} AS OF SYSTEM TIME {when}")
+            assert err.code == "22008", (stmt, when)
+            assert err.message == (f"AS OF SYSTEM TIME {when.strip(chr(39))!r} is before "
+                                   "1970-01-01 (UTC), the earliest timestamp"), (stmt, when)
+            assert err.hint == AOST_FORMS
+        for when in ("'99999999999999999999999.0'", "99999999999999999999999",
+                     "'" + "9" * 400 + "h'"):
+            err = error_of(conn, f"{stmt} AS OF SYSTEM TIME {when}")
+            assert err.code == "XXUUU", (stmt, when)
+            assert "it is in the future (the time is now" in err.message, (stmt, when)
+            assert err.hint == "read at a time at or before now()"
+        err = error_of(conn, f"{stmt} AS OF SYSTEM TIME NULL")
+        assert (err.code, err.message, err.hint) == (
+            "22023", "AS OF SYSTEM TIME needs a timestamp, not NULL", AOST_FORMS)
+        err = error_of(conn, f"{stmt} AS OF SYSTEM TIME 'garbage'")
+        assert err.code == "22023"
+        assert err.message.startswith("AS OF SYSTEM TIME: cannot parse 'garbage' as a "
+                                      "timestamp: use a decimal timestamp such as ")
+    with pytest.raises(TidemarkError) as exc:
+        conn.execute(f"{restore_sql} AS OF SYSTEM TIME $1", [b"\x01"])
+    assert exc.value.message == "AS OF SYSTEM TIME needs a timestamp, not bytes"
+    assert len(full_backups(conn)) == 1
+    assert [r for r in rows(conn, "SHOW JOBS") if r[1] == "RESTORE"] == []
+
+
+def test_a_table_or_database_named_twice_is_restored_once(conn):
+    # As BACKUP backs it up once; RESTORE said the second one "already exists".
+    make_shop(conn)
+    backup(conn, f"BACKUP DATABASE shop INTO '{COLL}'")
+    (end,) = layer_ends(conn)
+    conn.execute("CREATE DATABASE e")
+    restore(conn, f"RESTORE TABLE shop.t, shop.t FROM LATEST IN '{COLL}' WITH into_db = 'e'")
+    assert_restored(conn, "shop.t", "e.t", end, T_INDEXES)
+    restore(conn, f"RESTORE DATABASE shop, shop FROM LATEST IN '{COLL}' "
+                  "WITH new_db_name = 'r'")
+    assert_restored(conn, "shop.u", "r.u", end, {})
+
+
+def test_latest_in_the_folder_of_one_backup_names_the_collection_above(conn):
+    make_shop(conn)
+    backup(conn, f"BACKUP DATABASE shop INTO '{COLL}'")
+    (subdir,) = full_backups(conn)
+    layer = f"{COLL}{subdir}"
+    for sql in (f"SHOW BACKUP FROM LATEST IN '{layer}'",
+                f"RESTORE DATABASE shop FROM LATEST IN '{layer}' WITH new_db_name = 'r'",
+                f"BACKUP DATABASE shop INTO LATEST IN '{layer}'"):
+        err = error_of(conn, sql)
+        assert err.code == "42P04", sql
+        assert err.message == (f"{layer}: not a backup collection: it is the folder of one "
+                               "backup (it holds BACKUP_MANIFEST)"), sql
+        assert err.hint == ("this folder is a single backup, not a collection: name the "
+                            "collection above it (the folder holding LATEST); SHOW BACKUPS "
+                            "IN it lists its backups"), sql
+    # An empty folder still says what it lacks.
+    err = error_of(conn, "SHOW BACKUP FROM LATEST IN 'nodelocal://self/nothing'")
+    assert err.code == "58P01" and "the collection has no LATEST" in err.message
 
 
 def test_restore_over_existing_names_hints_at_renaming(conn):
@@ -654,6 +892,35 @@ def test_unknown_scheme_and_missing_table(conn):
     assert 'table "shop.u" is not in the backup' in err.message
     error_of(conn, f"RESTORE DATABASE nope FROM LATEST IN '{COLL}'", "not in the backup")
     assert [r for r in rows(conn, "SHOW JOBS") if r[1] == "RESTORE"] == []
+
+
+def test_a_path_escaping_the_external_folder_is_refused_with_the_fix(conn, ext, tmp_path):
+    make_shop(conn)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    ext.mkdir(parents=True, exist_ok=True)
+    (ext / "link").symlink_to(outside)
+    nodelocal_hint = ("nodelocal://self/<path> is a path inside the store's external folder: "
+                      "name a folder there, or one elsewhere with file:///absolute/path")
+    for uri, message, hint in [
+        ("nodelocal://self/../x", "nodelocal://self/../x: '.' and '..' are not allowed in "
+         "the path", nodelocal_hint),
+        ("nodelocal://self/c/%2E%2E/%2E%2E/x", "nodelocal://self/c/../../x: '.' and '..' are "
+         "not allowed in the path", nodelocal_hint),
+        (f"file://{tmp_path}/a/../b", f"file://{tmp_path}/a/../b: '.' and '..' are not "
+         "allowed in the path", "write the absolute path without '.' or '..': "
+         "file:///absolute/path"),
+        ("nodelocal://self/link/c", "nodelocal://self/link/c resolves outside the store's "
+         f"external folder {ext.resolve()} (through a symbolic link)",
+         "nodelocal:// stays inside the store's external folder: use a file:// URI for a "
+         "folder elsewhere"),
+    ]:
+        for sql in (f"BACKUP DATABASE shop INTO '{uri}'", f"SHOW BACKUPS IN '{uri}'",
+                    f"RESTORE DATABASE shop FROM LATEST IN '{uri}' WITH new_db_name = 'r'"):
+            err = error_of(conn, sql)
+            assert (err.code, err.message, err.hint) == ("22023", message, hint), sql
+    assert list(outside.iterdir()) == []
+    assert rows(conn, "SHOW JOBS") == []
 
 
 # -- 8. secrets ----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from tidemark.backup.manifest import (
     NotABackupError,
     write_manifest,
 )
+from tidemark.cloud import StorageContext, open_storage, parse_uri
 
 T0 = 1_795_253_400_000_000_000  # 2026-11-21 09:30:00 UTC
 SEC = 10**9
@@ -176,8 +177,23 @@ def test_check_collection(storage):
     acquire_lock(storage, a, 1)
     check_collection(storage)
     storage.write("notes.txt", b"hello")
+    # A folder with LATEST is a collection: a file of its own there is ignored.
+    assert "notes.txt" in [i.name for i in check_collection(storage)]
+    storage.delete(LATEST)
     with pytest.raises(NotACollectionError, match=r"not a backup collection.*notes\.txt"):
         check_collection(storage)
+
+
+def test_check_collection_of_a_file(storage):
+    storage.write("LATEST", b"/2026/11/21-093000.00")
+    inner = open_storage(parse_uri(storage.uri).child("LATEST"), StorageContext())
+    try:
+        with pytest.raises(NotACollectionError, match="is a file, not a backup collection"):
+            check_collection(inner)
+        with pytest.raises(NotACollectionError, match="is a file"):
+            chain(inner, "/2026/11/21-093000.00")
+    finally:
+        inner.close()
 
 
 def test_check_collection_many_strangers(storage):

@@ -175,9 +175,10 @@ def test_wrong_passphrase(key):
 
 def test_missing_key(key):
     with pytest.raises(
-        EncryptionRequiredError, match="file is encrypted: give encryption_passphrase"
-    ):
+        EncryptionRequiredError, match="file is encrypted, and no encryption passphrase"
+    ) as err:
         decode(enc(b"x", key))
+    assert "encryption_passphrase" in err.value.hint
 
 
 def test_key_for_unencrypted_file():

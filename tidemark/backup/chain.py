@@ -92,6 +92,7 @@ def load_chain(storage: ExternalStorage, subdir: str, key: EncryptionKey | str |
     if subdir.upper() == "LATEST":
         latest = destination.read_latest(storage)
         if latest is None:
+            destination.explain_no_latest(storage)
             raise SQLError(f"{storage.uri}: no backup found: the collection has no LATEST",
                            code="58P01", hint="take a full backup with BACKUP ... INTO first")
         subdir = latest

@@ -32,8 +32,8 @@ import re
 from datetime import UTC, datetime
 
 from tidemark.backup.manifest import LATEST, LOCK, MANIFEST, NotABackupError, has_manifest
-from tidemark.cloud import FileNotFound
-from tidemark.cloud.storage import ExternalStorage
+from tidemark.cloud import CloudError, FileNotFound, parse_uri
+from tidemark.cloud.storage import ExternalStorage, FileInfo
 from tidemark.errors import TidemarkError
 
 __all__ = [
@@ -44,12 +44,14 @@ __all__ = [
     "acquire_lock",
     "chain",
     "check_collection",
+    "explain_no_latest",
     "in_use",
     "incrementals_dir",
     "list_full_backups",
     "new_full_subdir",
     "new_incremental_dir",
     "read_latest",
+    "refuse_file",
     "release_lock",
     "write_latest",
 ]
@@ -144,6 +146,9 @@ def read_latest(storage: ExternalStorage) -> str | None:
         data = storage.read(LATEST)
     except FileNotFound:
         return None
+    except CloudError:
+        refuse_file(storage)  # reading under a file fails otherwise ("Not a directory")
+        raise
     try:
         subdir = data.decode("utf-8").strip()
     except UnicodeDecodeError:
@@ -165,10 +170,13 @@ def write_latest(storage: ExternalStorage, subdir: str) -> None:
 # -- listing -------------------------------------------------------------------------------
 
 
-def list_full_backups(storage: ExternalStorage) -> list[str]:
-    """The subdirs of the collection's completed full backups (with a manifest), oldest first."""
+def list_full_backups(storage: ExternalStorage, listing: list[FileInfo] | None = None
+                      ) -> list[str]:
+    """The subdirs of the collection's completed full backups (with a manifest), oldest first.
+
+    ``listing``: the collection's files, when the caller has listed them already."""
     found = []
-    for info in storage.list():
+    for info in storage.list() if listing is None else listing:
         m = _FULL_MANIFEST_RE.fullmatch(info.name)
         if m:
             found.append("/" + m.group(1))
@@ -184,7 +192,13 @@ def chain(storage: ExternalStorage, subdir: str) -> list[str]:
     """
     _check_subdir(subdir)
     full = "/" + _rel(subdir)
-    if not has_manifest(storage, full):
+    try:
+        found = has_manifest(storage, full)
+    except CloudError:
+        refuse_file(storage)
+        raise
+    if not found:
+        refuse_file(storage)
         raise NotABackupError(
             f"{storage.uri}{full}: not a backup (no manifest {MANIFEST})",
             hint="list the completed backups with SHOW BACKUPS IN",
@@ -260,22 +274,69 @@ def release_lock(storage: ExternalStorage, dir: str, job_id: int | str, *,
 # -- checks --------------------------------------------------------------------------------
 
 
-def check_collection(storage: ExternalStorage) -> None:
-    """Refuse a destination that is neither empty nor a backup collection.
+def refuse_file(storage: ExternalStorage) -> None:
+    """Refuse a collection URI that names a file: a collection is a folder.
 
-    Every file must be LATEST or lie under a full-backup folder or an incremental folder of
-    the layout above; otherwise ``NotACollectionError`` names a few of the strangers.
-    """
-    strangers = [i.name for i in storage.list() if not _COLLECTION_FILE_RE.fullmatch(i.name)]
-    if not strangers:
+    One ``stat`` of the root: callers use it before listing a folder they do not know is a
+    collection, and on the error paths of reads that a file in the way makes fail."""
+    try:
+        storage.stat("")
+    except CloudError:  # nothing there yet (FileNotFound), or a folder
         return
+    hint = ("a backup collection is a folder (holding LATEST and a folder per full "
+            "backup): name the folder, not a file")
+    try:
+        parent, name = parse_uri(storage.uri).split()
+        hint += f"; this file is {name!r} in {parent.redacted}"
+    except TidemarkError:  # pragma: no cover - a storage's URI parses
+        pass
+    raise NotACollectionError(
+        f"{storage.uri}: is a file, not a backup collection folder", hint=hint)
+
+
+def explain_no_latest(storage: ExternalStorage) -> None:
+    """Before saying a collection has no ``LATEST``: refuse a URI naming a file, or the folder
+    of one backup, saying so (an error path: a stat or two)."""
+    refuse_file(storage)
+    if has_manifest(storage, ""):
+        raise _single_backup(storage)
+
+
+def _single_backup(storage: ExternalStorage) -> NotACollectionError:
+    return NotACollectionError(
+        f"{storage.uri}: not a backup collection: it is the folder of one backup (it holds "
+        f"{MANIFEST})",
+        hint="this folder is a single backup, not a collection: name the collection above "
+        "it (the folder holding LATEST); SHOW BACKUPS IN it lists its backups")
+
+
+def check_collection(storage: ExternalStorage) -> list[FileInfo]:
+    """Refuse a destination that is neither empty nor a backup collection; returns its files.
+
+    A folder holding ``LATEST`` is a collection: files in it that are not the layout's are
+    ignored (as CockroachDB ignores them) — they hurt no backup, and a stray file must not
+    make a collection unusable. A folder without ``LATEST`` (new, or whose first backup has
+    not completed) may hold only the layout's files — ``LATEST``, files under a full-backup
+    folder or an incremental folder — otherwise ``NotACollectionError`` names a few of the
+    strangers. A URI that names a file is refused too.
+
+    BACKUP reads ``LATEST`` first and calls this only when there is none: listing costs as
+    much as the collection is big (on S3 a request per thousand files).
+    """
+    refuse_file(storage)
+    files = storage.list()
+    if any(i.name == LATEST for i in files):
+        return files
+    strangers = [i.name for i in files if not _COLLECTION_FILE_RE.fullmatch(i.name)]
+    if not strangers:
+        return files
     shown = ", ".join(strangers[:3]) + (
         f" and {len(strangers) - 3} more" if len(strangers) > 3 else ""
     )
     if MANIFEST in strangers:
-        hint = "this folder is a single backup, not a collection: name the collection above it"
-    else:
-        hint = "back up INTO an empty folder or an existing backup collection"
+        raise _single_backup(storage)
     raise NotACollectionError(
-        f"{storage.uri}: not a backup collection: it holds other files ({shown})", hint=hint
+        f"{storage.uri}: not a backup collection: it has no {LATEST} and holds files a "
+        f"collection does not ({shown})",
+        hint=f"name an empty folder or an existing backup collection (a folder holding {LATEST})",
     )

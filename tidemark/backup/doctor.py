@@ -535,8 +535,9 @@ def diagnose(uri: str, *, passphrase: str | None = None, subdir: str | None = No
             report.chains.append(chain.report)
         if key_errors and len(key_errors) == len(subdirs):
             exc = key_errors[0]
-            raise DoctorError(exc.message, hint=exc.hint or (
-                "give the backup's passphrase with --passphrase" if isinstance(
+            # The codec's hints name the SQL option: the CLI's is --passphrase.
+            raise DoctorError(exc.message, hint=(
+                "give the passphrase the backup was taken with: --passphrase" if isinstance(
                     exc, (WrongPassphraseError, EncryptionRequiredError)) else
                 "this backup is not encrypted: omit --passphrase"))
         if wanted is None and latest is not None and latest not in folders.full:

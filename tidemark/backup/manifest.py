@@ -332,7 +332,10 @@ def read_manifest(
         checksum = storage.read(_path(dir, MANIFEST_CHECKSUM))
     except FileNotFound:
         raise CorruptManifestError(
-            f"{where}corrupt backup: {MANIFEST} has no checksum file {MANIFEST_CHECKSUM}"
+            f"{where}corrupt backup: {MANIFEST} has no checksum file {MANIFEST_CHECKSUM} "
+            "(a backup writes it before its manifest: it was deleted or lost since)",
+            hint="the backup is damaged: restore from another backup, and check the "
+            "collection with `tidemark backup doctor '<collection>'`",
         ) from None
     _verify(stored, checksum, where)
     try:

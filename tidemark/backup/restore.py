@@ -43,7 +43,7 @@ from tidemark.catalog.descriptors import (
 )
 from tidemark.catalog.entries import entries_from_primary
 from tidemark.cloud import FileNotFound, codec, open_storage
-from tidemark.cloud.codec import CorruptFileError, EncryptionKey
+from tidemark.cloud.codec import CorruptFileError, DataFileError, EncryptionKey
 from tidemark.cloud.storage import ExternalStorage
 from tidemark.cluster.versions import VERSION_SETTING
 from tidemark.errors import ProtectionError, TidemarkError
@@ -111,32 +111,48 @@ class _HashingReader:
         return data
 
 
+DAMAGED_HINT = ("the backup is damaged: restore from another backup; SHOW BACKUP ... WITH "
+                "check_files lists every missing or corrupt file of the chain")
+
+
 def fetch(storage: ExternalStorage, source: SourceFile, key: EncryptionKey | None,
           out: Path) -> None:
-    """Download and decode one data file to ``out``, verifying its manifest checksum."""
+    """Download and decode one data file to ``out``, verifying its manifest checksum.
+
+    The file is hashed as it is decoded; when decoding fails (zstd's or the trailer's
+    checksum, GCM authentication, a header that is not the backup's), the rest of the file is
+    still hashed, so a file that is not the one the manifest names is reported as that, with
+    the manifest's checksum, rather than as whatever the codec tripped on first.
+    """
     name = f"{source.layer_dir.strip('/')}/{source.file.path}"
     shown = f"{storage.uri.rstrip('/')}/{name}"
     hasher = hashlib.sha256()
     try:
         src = storage.open(name)
     except FileNotFound:
-        raise CorruptFileError(
-            f"{shown}: backup data file is missing", hint="the backup is damaged: restore "
-            "from another backup, or check the collection with SHOW BACKUP ... WITH "
-            "check_files") from None
+        raise CorruptFileError(f"{shown}: backup data file is missing",
+                               hint=DAMAGED_HINT) from None
+    decode_error: DataFileError | None = None
     try:
         reader = _HashingReader(src, hasher)
-        with open(out, "wb") as f:
-            codec.decode_stream(reader, f, key=key, name=shown)  # type: ignore[arg-type]
-        while reader.read(_READ_SIZE):  # hash any trailing bytes too
+        try:
+            with open(out, "wb") as f:
+                codec.decode_stream(reader, f, key=key, name=shown)  # type: ignore[arg-type]
+        except DataFileError as exc:
+            decode_error = exc
+        while reader.read(_READ_SIZE):  # hash any bytes the decoder did not reach
             pass
     finally:
         src.close()
     if hasher.hexdigest() != source.file.sha256:
         raise CorruptFileError(
-            f"{shown}: backup data file does not match its checksum in the manifest (it was "
-            "modified, or swapped with another backup's file)",
-            hint="the backup is damaged: restore from another backup")
+            f"{shown}: backup data file is corrupt: it does not match its checksum in the "
+            "manifest (it was modified or truncated, or swapped with another backup's file)",
+            hint=DAMAGED_HINT)
+    if decode_error is not None:
+        # The stored bytes are the ones the backup wrote, yet they do not decode.
+        decode_error.hint = decode_error.hint or DAMAGED_HINT
+        raise decode_error
 
 
 class RestoreResumer:

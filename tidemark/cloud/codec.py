@@ -60,6 +60,7 @@ __all__ = [
     "FORMAT_VERSION",
     "FRAME_SIZE",
     "MAGIC",
+    "PASSPHRASE_HINT",
     "SCRYPT_LOG2_N",
     "SCRYPT_P",
     "SCRYPT_R",
@@ -119,6 +120,11 @@ _MAX_P = 16
 
 
 # -- errors -------------------------------------------------------------------------------
+
+# The fix for a missing or wrong passphrase, in the SQL options' words (the doctor CLI, which
+# takes --passphrase, gives its own hint).
+PASSPHRASE_HINT = ("give the passphrase the backup was taken with (an incremental's is its "
+                   "full backup's): WITH encryption_passphrase = '...'")
 
 
 class DataFileError(CloudError):
@@ -515,7 +521,8 @@ class Decoder:
         else:
             if key is None:
                 raise EncryptionRequiredError(
-                    f"{where}file is encrypted: give encryption_passphrase"
+                    f"{where}file is encrypted, and no encryption passphrase was given",
+                    hint=PASSPHRASE_HINT,
                 )
             key_bytes = self._key_for(key)
             self._raw = _FrameReader(
@@ -541,7 +548,8 @@ class Decoder:
         else:
             raise DataFileError("key must be a passphrase or an EncryptionKey")
         if not hmac.compare_digest(_key_check(key_bytes, h.salt), h.key_check):
-            raise WrongPassphraseError(f"{where}wrong passphrase: cannot decrypt the file")
+            raise WrongPassphraseError(f"{where}wrong passphrase: cannot decrypt the file",
+                                       hint=PASSPHRASE_HINT)
         return key_bytes
 
     def read(self, n: int = -1) -> bytes:

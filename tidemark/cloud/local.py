@@ -30,7 +30,12 @@ def _no_params(parsed: ParsedURI) -> None:
 
 def _no_dotdot(parsed: ParsedURI) -> None:
     if any(seg in (".", "..") for seg in parsed.path.split("/")):
-        raise InvalidURIError(f"{parsed.redacted}: '.' and '..' are not allowed in the path")
+        hint = ("nodelocal://self/<path> is a path inside the store's external folder: "
+                "name a folder there, or one elsewhere with file:///absolute/path"
+                if parsed.scheme == "nodelocal" else
+                "write the absolute path without '.' or '..': file:///absolute/path")
+        raise InvalidURIError(f"{parsed.redacted}: '.' and '..' are not allowed in the path",
+                              hint=hint)
 
 
 def open_file_uri(parsed: ParsedURI, ctx: StorageContext) -> FilesystemStorage:
@@ -61,7 +66,9 @@ def open_nodelocal(parsed: ParsedURI, ctx: StorageContext) -> FilesystemStorage:
     root = (base / parsed.path.lstrip("/")).resolve()
     if root != base and base not in root.parents:
         raise InvalidURIError(
-            f"{parsed.redacted} resolves outside the store's external folder {base}")
+            f"{parsed.redacted} resolves outside the store's external folder {base} (through "
+            "a symbolic link)", hint="nodelocal:// stays inside the store's external folder: "
+            "use a file:// URI for a folder elsewhere")
     return FilesystemStorage(fsspec.filesystem("file"), str(root), parsed, atomic_rename=True)
 
 

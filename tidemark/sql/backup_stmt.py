@@ -98,12 +98,23 @@ def _options(options: Sequence[ast.Option], allowed: set[str], stmt: str,
         out[name] = value
     for flag in ("revision_history", "detached", "check_files"):
         if flag in out and not isinstance(out[flag], bool):
-            raise SQLError(f"{stmt}: option {flag} takes no value or a boolean", code="22023")
+            raise SQLError(f"{stmt}: option {flag} takes no value or a boolean", code="22023",
+                           hint=f"WITH {flag}, or WITH {flag} = true / false")
     for text in ("encryption_passphrase", "into_db", "new_db_name"):
-        if text in out:
-            out[text] = expect_string(out[text], text)
-            if not out[text]:
-                raise SQLError(f"{stmt}: option {text} must not be empty", code="22023")
+        if text not in out:
+            continue
+        value, hint = out[text], f"WITH {text} = '...'"
+        if value is True and not any(o.name.lower() == text and o.value is not None
+                                     for o in options):
+            raise SQLError(f"{stmt}: option {text} needs a value", code="22023", hint=hint)
+        if not isinstance(value, str):
+            shown = "NULL" if value is None else str(value).lower() if isinstance(
+                value, bool) else repr(value)
+            raise SQLError(f"{stmt}: option {text} takes a string, not {shown}",
+                           code="22023", hint=hint)
+        if not value:
+            raise SQLError(f"{stmt}: option {text} must not be empty", code="22023",
+                           hint=hint)
     return out
 
 
@@ -189,7 +200,8 @@ def run_backup(session: Session, stmt: ast.Backup, params: Sequence[Any],
     try:
         if destination.read_latest(storage) is None:
             # Listing every file costs as much as the collection is big: a folder with a
-            # valid LATEST is a collection, only a new or foreign folder needs the check.
+            # valid LATEST is a collection (files of its own are ignored, as SHOW BACKUPS
+            # does), only a new or foreign folder needs the check.
             destination.check_collection(storage)
         incremental = stmt.latest or stmt.subdir is not None
         for _ in range(_FOLDER_ATTEMPTS):
@@ -249,6 +261,7 @@ def _plan_incremental(session: Session, stmt: ast.Backup, params: Sequence[Any],
     if stmt.latest:
         subdir = destination.read_latest(storage)
         if subdir is None:
+            destination.explain_no_latest(storage)
             raise SQLError(
                 f"{storage.uri}: no full backup to append an incremental to (no LATEST)",
                 code="58P01", hint="take a full backup first: BACKUP ... INTO '<collection>'")
@@ -332,7 +345,7 @@ def run_restore(session: Session, stmt: ast.Restore, params: Sequence[Any]) -> R
     if "into_db" in opts and not stmt.tables:
         raise SQLError("RESTORE: into_db applies to RESTORE TABLE only", code="22023",
                        hint="use new_db_name to rename a restored database")
-    if "new_db_name" in opts and len(stmt.databases) != 1:
+    if "new_db_name" in opts and len(set(stmt.databases)) != 1:
         raise SQLError("RESTORE: new_db_name applies to RESTORE DATABASE of one database",
                        code="22023")
     subdir = "LATEST" if stmt.latest else expect_string(_const(stmt.subdir, params), "a subdir")  # type: ignore[arg-type]
@@ -367,8 +380,12 @@ def run_restore(session: Session, stmt: ast.Restore, params: Sequence[Any]) -> R
         chosen: list[tuple[TableDescriptor, str]] = []  # (old table, destination db name)
         new_dbs: dict[str, int] = {}
         if stmt.tables:
+            named: set[tuple[str, str]] = set()
             for tn in stmt.tables:
                 db_name = tn.database or session.database
+                if (db_name, tn.name) in named:
+                    continue  # named twice: restored once (as BACKUP backs it up once)
+                named.add((db_name, tn.name))
                 old = next((t for t in tables.values() if t.name == tn.name and
                             db_names.get(t.parent_id) == db_name), None)
                 if old is None:
@@ -381,7 +398,7 @@ def run_restore(session: Session, stmt: ast.Restore, params: Sequence[Any]) -> R
                 chosen.append((old, opts.get("into_db", db_name)))
         else:
             if stmt.databases:
-                wanted = list(stmt.databases)
+                wanted = list(dict.fromkeys(stmt.databases))  # each once, as BACKUP does
                 missing = [n for n in wanted if n not in db_names.values()]
                 if missing:
                     raise SQLError(f'database "{missing[0]}" is not in the backup{at}',
@@ -466,8 +483,7 @@ def show_backups(session: Session, stmt: ast.ShowBackups, params: Sequence[Any])
     uri = expect_string(_const(stmt.collection, params), "the backup collection URI")
     storage = _open(session, uri)
     try:
-        destination.check_collection(storage)
-        paths = destination.list_full_backups(storage)
+        paths = destination.list_full_backups(storage, destination.check_collection(storage))
     finally:
         storage.close()
     return Result(columns=["path"], rows=[(p,) for p in paths], tag="SHOW",

@@ -91,5 +91,7 @@ def run_import(session: Session, stmt: ast.Import, params: Sequence[Any]) -> Res
 def expect_string(value: Any, what: str) -> str:
     """``value`` (a statement argument) when it is a string; a clear error otherwise."""
     if not isinstance(value, str):
-        raise SQLError(f"expected {what} as a string, not {value!r}", code="22023")
+        shown = "NULL" if value is None else str(value).lower() if isinstance(value, bool) \
+            else repr(value)
+        raise SQLError(f"expected {what} as a string, not {shown}", code="22023")
     return value

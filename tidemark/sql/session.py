@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any
 
 from tidemark.catalog import catalog
@@ -19,10 +20,10 @@ from tidemark.catalog.descriptors import (
     IndexState,
     TableDescriptor,
 )
-from tidemark.clock import parse_ts, unique_int, wall_now
+from tidemark.clock import format_ts, parse_ts, unique_int, wall_now
 from tidemark.cluster.node import Node
 from tidemark.cluster.versions import VERSION_SETTING
-from tidemark.errors import SQLError, TidemarkError, TransactionError
+from tidemark.errors import FutureReadError, SQLError, TidemarkError, TransactionError
 from tidemark.jobs.record import JobRecord
 from tidemark.jobs.registry import Registry
 from tidemark.kv.txn import Txn
@@ -35,6 +36,9 @@ from tidemark.sql.result import Result
 from tidemark.sql.select import run_select
 
 MAX_CACHED_NAMES = 1024
+_MAX_TS = 2**63 - 1  # the largest timestamp (ns) a store holds
+
+
 @functools.lru_cache(maxsize=512)
 def _parse_cached(sql: str) -> tuple[ast.Statement, ...]:
     return tuple(parse(sql))
@@ -140,12 +144,29 @@ class Session:
             raise SQLError("AS OF SYSTEM TIME needs a constant", code="42601")
         value = literal_value(expr, Context(params))
         now = wall_now()
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        try:
-            ts = parse_ts(str(value), now)
-        except ValueError as exc:
-            raise SQLError(f"AS OF SYSTEM TIME: {exc}", code="22023") from None
+        forms = ("a decimal timestamp such as cluster_logical_timestamp() gives, an interval "
+                 "such as '-10s', or a time such as '2026-01-02 03:04:05'")
+        if value is None or isinstance(value, bool) or \
+                not isinstance(value, str | int | float | Decimal):
+            shown = "NULL" if value is None else type(value).__name__
+            raise SQLError(f"AS OF SYSTEM TIME needs a timestamp, not {shown}", code="22023",
+                           hint=f"give {forms}")
+        if isinstance(value, int):
+            ts = value
+        else:
+            try:
+                ts = parse_ts(str(value), now)
+            except ValueError as exc:
+                raise SQLError(f"AS OF SYSTEM TIME: {exc}", code="22023") from None
+        # Timestamps are 64-bit nanoseconds since the Unix epoch.
+        if ts < 0:
+            raise SQLError(
+                f"AS OF SYSTEM TIME {str(value)!r} is before 1970-01-01 (UTC), the earliest "
+                "timestamp", code="22008", hint=f"give {forms}")
+        if ts > _MAX_TS:  # what the store would say, before the number reaches SQLite
+            raise FutureReadError(
+                f"cannot read at {format_ts(ts)}: it is in the future (the time is now "
+                f"{format_ts(now)})", hint="read at a time at or before now()")
         return ts
 
     def _run_implicit(self, stmt: ast.Statement, params: Sequence[Any]) -> Result:
