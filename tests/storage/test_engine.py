@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import apsw
 import pytest
 
@@ -178,6 +180,26 @@ def test_export_arrival_window_of_a_span(engine, tmp_path, all_revisions):
         want = [(b"b", t3, b"2"), (b"c", t3, None), (b"d", t1 + 1, b"late")]
     assert read_export(out.path) == want
     assert out.rows == len(want) and late > t3
+
+
+def test_arrival_split_points_cut_what_arrived_not_the_span(engine):
+    """Cuts come from the window's keys (here all in the upper half of a big span), keep
+    parts near the size asked for, and never split one key's versions."""
+    engine.ingest([(b"k%06d" % i, b"old") for i in range(0, 40_000, 2)])
+    after = engine.frontier()
+    changed = [(b"k%06d" % i, b"new") for i in range(20_000, 40_000, 2)]
+    engine.ingest(changed[::2])
+    engine.ingest(changed)  # two versions of half the keys: one key, one part
+    upto = engine.frontier()
+    span = Span(b"k", b"l")
+    cuts = engine.arrival_split_points(span, after, upto, 3000)
+    assert cuts == sorted(set(cuts)) and all(c > b"k020000" for c in cuts)
+    bounds = [span.start, *cuts, span.end]
+    sizes = [sum(after < arrival <= upto for _k, _ts, arrival, _v in engine.versions(lo, hi))
+             for lo, hi in itertools.pairwise(bounds)]
+    assert sum(sizes) == 15_000 and len(sizes) >= 5 and max(sizes) <= 4500, sizes
+    assert engine.arrival_split_points(span, after, upto, 15_000) == []
+    assert engine.arrival_split_points(span, upto, upto, 1) == []
 
 
 def test_export_span_is_respected_and_partial_file_never_left(engine, tmp_path):

@@ -309,13 +309,13 @@ def plan_spans(tables: list[TableDescriptor], prev: Manifest | None, *,
 
 def plan_work(engine: Engine, layer: LayerSpans, file_versions: int, end_time: int
               ) -> list[WorkItem]:
-    """Cut each span into parts of about ``file_versions`` versions: one file each."""
+    """Cut each span into parts of about ``file_versions`` versions: one file each. An
+    arrival window is cut by what arrived in it, never by walking the whole span."""
     items = []
     for span, window, start, cap in layer.exports:
         espan = ESpan(span.start, span.end)
-        if window == "arrival" and start > 0 and \
-                engine.count_arrived(espan, start, end_time) <= file_versions:
-            cuts = []  # a small window: one part, without walking the whole span
+        if window == "arrival" and start > 0:
+            cuts = engine.arrival_split_points(espan, start, end_time, file_versions)
         else:
             cuts = engine.split_points(espan, file_versions)
         bounds = [span.start, *cuts, span.end]

@@ -958,13 +958,31 @@ class SQLiteEngine:
     def _unstream(self, conn: apsw.Connection) -> None:
         _pragmas(conn, f"mmap_size={DEFAULT_MMAP_BYTES}", f"cache_size=-{self._cache_kib}")
 
-    def count_arrived(self, span: Span, after: int, upto: int) -> int:
-        """How many versions of ``span`` arrived in ``(after, upto]``: read from the arrival
-        index, so the cost follows the window, not the span."""
-        return self._conn().execute(
-            "SELECT count(*) FROM versions INDEXED BY versions_by_arrival WHERE arrival > ? "
-            "AND arrival <= ? AND key >= ? AND key < ?",
-            (after, upto, span.start, span.end)).fetchall()[0][0]
+    def arrival_split_points(self, span: Span, after: int, upto: int,
+                             versions_per_part: int) -> list[bytes]:
+        """Keys cutting the versions of ``span`` that arrived in ``(after, upto]`` into parts
+        of about ``versions_per_part`` versions. Every version of a key falls in one part.
+
+        Read from the arrival index, so the cost follows the window, not the span (an
+        incremental after a big import into a bigger table does not walk the table): one
+        pass counts the window, another samples about 64 keys per part, and the cuts are the
+        samples' quantiles."""
+        conn = self._conn()
+        bounds = {"after": after, "upto": upto, "lo": span.start, "hi": span.end}
+        window = ("FROM versions INDEXED BY versions_by_arrival WHERE arrival > :after "
+                  "AND arrival <= :upto AND key >= :lo AND key < :hi")
+        n = conn.execute(f"SELECT count(*) {window}", bounds).fetchall()[0][0]
+        count = -(-n // max(1, versions_per_part))
+        if count <= 1:
+            return []
+        step = max(1, n // (count * 64))
+        # Without ORDER BY the index yields rows by arrival, and row_number() numbers them
+        # as they stream: no sort of the window.
+        samples = sorted({k for (k,) in conn.execute(
+            f"SELECT key FROM (SELECT key, row_number() OVER () AS r {window}) "
+            "WHERE r % :step = 0", {**bounds, "step": step})})
+        cuts = {samples[len(samples) * i // count] for i in range(1, count)}
+        return sorted(c for c in cuts if c > span.start)
 
     @staticmethod
     def _split_points(conn: apsw.Connection, span: Span, versions_per_part: int,
