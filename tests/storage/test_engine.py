@@ -329,6 +329,7 @@ def test_every_connection_pragma_takes_effect(tmp_path):
     from tidemark.storage.sqlite import (
         DEFAULT_CACHE_KIB,
         DEFAULT_MMAP_BYTES,
+        STREAM_CACHE_KIB,
         WAL_AUTOCHECKPOINT_PAGES,
         SQLiteEngine,
     )
@@ -340,7 +341,12 @@ def test_every_connection_pragma_takes_effect(tmp_path):
         assert got == {"synchronous": 1, "cache_size": -DEFAULT_CACHE_KIB,
                        "mmap_size": DEFAULT_MMAP_BYTES,
                        "wal_autocheckpoint": WAL_AUTOCHECKPOINT_PAGES}
-        # An export streams with a small cache and no map, then puts both back.
+        # A streaming pass gets a connection of its own: small cache, no map; the thread's
+        # connection keeps its own.
+        with engine._streaming() as streaming:
+            assert streaming.execute("PRAGMA cache_size").fetchall()[0][0] == \
+                -STREAM_CACHE_KIB
+            assert streaming.execute("PRAGMA mmap_size").fetchall()[0][0] == 0
         engine.commit([(b"a", b"1")], engine.frontier())
         engine.export(str(tmp_path / "e.sqlite"), ALL, 0, engine.frontier())
         assert conn.execute("PRAGMA cache_size").fetchall()[0][0] == -DEFAULT_CACHE_KIB
