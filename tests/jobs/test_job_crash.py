@@ -17,7 +17,8 @@ import pytest
 
 import tidemark
 from tidemark.errors import JobPausedError
-from tidemark.schemachange.index import PAUSE_AFTER_FIRST_CHUNK, index_span
+from tidemark.kv.keys import index_span
+from tidemark.schemachange.index import PAUSE_AFTER_FIRST_CHUNK
 from tidemark.sql.ast import TableName
 
 COLUMNS = ["job_id", "job_type", "description", "status", "running_status", "created",

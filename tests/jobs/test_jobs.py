@@ -11,10 +11,10 @@ import pytest
 import tidemark
 from tidemark.catalog.descriptors import IndexState
 from tidemark.errors import JobPausedError, SQLError, TidemarkError
+from tidemark.kv.keys import index_span
 from tidemark.schemachange.index import (
     PAUSE_AFTER_FIRST_CHUNK,
     SCHEMA_CHANGE,
-    index_span,
     set_index_state,
 )
 from tidemark.sql.ast import TableName

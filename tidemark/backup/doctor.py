@@ -112,7 +112,7 @@ from tidemark.cloud.codec import (
 from tidemark.cloud.storage import ExternalStorage
 from tidemark.cluster.versions import BINARY_VERSION, Version
 from tidemark.errors import SettingError, TidemarkError
-from tidemark.kv.keys import decode_index_prefix, index_prefix, prefix_end
+from tidemark.kv.keys import decode_index_prefix, index_prefix, index_span, prefix_end
 
 __all__ = [
     "CHECKS",
@@ -340,8 +340,7 @@ def _when(ts: int) -> str:
 
 
 def _index_span(table_id: int, index_id: int) -> Span:
-    p = index_prefix(table_id, index_id)
-    return Span(p, prefix_end(p))
+    return Span(*index_span(table_id, index_id))
 
 
 _SETTINGS = Span(*SETTINGS_SPAN)
@@ -1108,9 +1107,14 @@ def _scan(engine: Any, prefix: bytes, ts: int) -> Iterator[list[tuple[bytes, byt
 
 def _compare_index(engine: Any, table: TableDescriptor, index: Index, ts: int
                    ) -> tuple[int, int, int]:
-    """(missing, extra, different) entries of ``index`` against what the primary derives."""
-    from tidemark.catalog.entries import entries_from_primary
+    """(missing, extra, different) entries of ``index`` against what the primary derives.
 
+    Counts and fingerprints first, streamed; only an index that does not match is compared
+    entry by entry (which holds the derived entries in memory)."""
+    from tidemark.catalog.entries import entries_from_primary, index_matches_primary
+
+    if index_matches_primary(engine, table, index, ts):
+        return 0, 0, 0
     derive = entries_from_primary(table, index)
     expected: dict[bytes, bytes] = {}
     for batch in _scan(engine, index_prefix(table.id, table.primary_index.id), ts):

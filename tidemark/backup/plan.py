@@ -42,7 +42,13 @@ from tidemark.catalog.descriptors import (
 from tidemark.cluster.settings import Kind, register
 from tidemark.errors import SQLError
 from tidemark.importer.plan import OFFLINE_REASON
-from tidemark.kv.keys import decode_datums, decode_index_prefix, index_prefix, prefix_end
+from tidemark.kv.keys import (
+    decode_datums,
+    decode_index_prefix,
+    index_prefix,
+    index_span,
+    prefix_end,
+)
 from tidemark.kv.system import (
     DESCRIPTOR_TABLE_ID,
     FIRST_USER_ID,
@@ -202,8 +208,7 @@ class WorkItem(msgspec.Struct, frozen=True, array_like=True):
 
 
 def _index_span(table_id: int, index_id: int) -> MSpan:
-    p = index_prefix(table_id, index_id)
-    return MSpan(p, prefix_end(p))
+    return MSpan(*index_span(table_id, index_id))
 
 
 def _mode(table: TableDescriptor) -> tuple[str, int]:

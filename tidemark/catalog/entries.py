@@ -18,10 +18,12 @@ from collections.abc import Callable, Mapping
 
 import msgspec
 
+from tidemark.catalog import fingerprint
 from tidemark.catalog.descriptors import Index, IndexState, TableDescriptor
 from tidemark.catalog.rowcodec import decoder as decode
 from tidemark.catalog.rowcodec import encode_columns
-from tidemark.kv.keys import datum_bytes, encode_key, index_prefix
+from tidemark.kv.keys import datum_bytes, encode_key, index_prefix, index_span
+from tidemark.storage.engine import Engine, Span
 
 Row = Mapping[int, object]
 _first = operator.itemgetter(0)
@@ -152,3 +154,25 @@ def entries_from_primary(table: TableDescriptor, index: Index
         out.sort(key=_first)  # keys are unique: compare them alone
         return out
     return batch
+
+
+_BATCH = 50_000
+
+
+def index_matches_primary(engine: Engine, table: TableDescriptor, index: Index, ts: int
+                          ) -> bool:
+    """Whether ``index`` holds exactly the entries its table's primary index derives at
+    ``ts``: same number, same fingerprint. Both sides are streamed (the primary in batches,
+    the index through the engine's fingerprint), so memory does not grow with the table."""
+    derive = entries_from_primary(table, index)
+    plen = len(index_prefix(table.id, index.id))
+    expected = count = 0
+    start, end = index_span(table.id, table.primary_index.id)
+    while batch := engine.scan(start, end, ts, limit=_BATCH):
+        entries = derive(batch)
+        expected = (expected + fingerprint.fingerprint(entries, plen)) & fingerprint.MASK
+        count += len(entries)
+        start = batch[-1][0] + b"\x00"
+    span = Span(*index_span(table.id, index.id))
+    return engine.count_live(span.start, span.end, ts) == count and \
+        fingerprint.span_fingerprint(engine, span, ts, plen) == expected

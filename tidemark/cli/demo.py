@@ -17,7 +17,7 @@ from tidemark.cli.sql import Format, print_result
 from tidemark.clock import format_ts
 from tidemark.cluster.node import Node
 from tidemark.errors import JobPausedError, TidemarkError
-from tidemark.kv.keys import index_prefix, prefix_end
+from tidemark.kv.keys import index_prefix, index_span, prefix_end
 from tidemark.schemachange import index as index_mod
 from tidemark.sql import ddl
 from tidemark.sql.ast import TableName
@@ -99,7 +99,7 @@ def _run(console: Console, node: Node, tmp: Path) -> None:
     console.print(f"  backfill reads at R = {format_ts(read_ts)}")
     console.print(f"  backup 1 ends at      {format_ts(backup1)}  (index not public: skipped)")
     rows = [decode_row(v) for _, v in node.db.scan(
-        *index_mod.index_span(table_id, desc.primary_index.id), ts=read_ts)]
+        *index_span(table_id, desc.primary_index.id), ts=read_ts)]
     arrival = node.engine.ingest(index_mod.build_entries(desc, index, rows, None), ts=read_ts)
     node.db.run(lambda txn: index_mod.set_index_state(txn, table_id, index.id, IndexState.PUBLIC))
     backup2 = node.db.now()

@@ -55,7 +55,7 @@ from tidemark.importer.encode import RowEncoder, duplicate_reason
 from tidemark.importer.plan import IMPORT, OFFLINE_REASON, ImportDetails
 from tidemark.jobs.record import JobRecord
 from tidemark.jobs.registry import JobContext, register_resumer
-from tidemark.kv.keys import index_prefix, prefix_end, table_prefix
+from tidemark.kv.keys import index_prefix, index_span, table_span
 from tidemark.kv.txn import Txn
 from tidemark.storage.engine import Span
 from tidemark.storage.sqlite import EXTERNAL_DIR
@@ -76,14 +76,6 @@ def storage_context(node: Node) -> StorageContext:
     return StorageContext(external_dir=Path(node.engine.root) / EXTERNAL_DIR)
 
 
-def table_span(table_id: int) -> tuple[bytes, bytes]:
-    p = table_prefix(table_id)
-    return p, prefix_end(p)
-
-
-def index_span(table_id: int, index_id: int) -> tuple[bytes, bytes]:
-    p = index_prefix(table_id, index_id)
-    return p, prefix_end(p)
 
 
 def _ours(table: object, details: ImportDetails) -> bool:

@@ -205,6 +205,18 @@ def index_prefix(table_id: int, index_id: int) -> bytes:
     return encode_uvarint_ordered(table_id) + encode_uvarint_ordered(index_id)
 
 
+def index_span(table_id: int, index_id: int) -> tuple[bytes, bytes]:
+    """``[start, end)`` of every key of the index."""
+    p = index_prefix(table_id, index_id)
+    return p, prefix_end(p)
+
+
+def table_span(table_id: int) -> tuple[bytes, bytes]:
+    """``[start, end)`` of every key of the table (all its indexes)."""
+    p = table_prefix(table_id)
+    return p, prefix_end(p)
+
+
 def decode_index_prefix(key: bytes) -> tuple[int, int, int]:
     """Return ``(table_id, index_id, offset of the first datum)`` of an index key."""
     try:

@@ -28,7 +28,7 @@ from tidemark.errors import ProtectionError, SQLError, TidemarkError
 from tidemark.jobs.record import JobRecord
 from tidemark.jobs.registry import JobContext, register_resumer
 from tidemark.kv.db import DB
-from tidemark.kv.keys import index_prefix, prefix_end, table_prefix
+from tidemark.kv.keys import index_span, table_span
 from tidemark.kv.txn import Txn
 from tidemark.storage.engine import Span
 
@@ -40,14 +40,6 @@ BACKFILL_BATCH_SIZE = register(
     validate=lambda v: None if v >= 1 else "must be at least 1")
 
 
-def index_span(table_id: int, index_id: int) -> tuple[bytes, bytes]:
-    p = index_prefix(table_id, index_id)
-    return p, prefix_end(p)
-
-
-def table_span(table_id: int) -> tuple[bytes, bytes]:
-    p = table_prefix(table_id)
-    return p, prefix_end(p)
 
 
 def set_index_state(txn: Txn, table_id: int, index_id: int,

@@ -24,8 +24,8 @@ from tidemark.catalog.descriptors import (
 )
 from tidemark.catalog.types import INT8, coerce, type_from_ref
 from tidemark.errors import SQLError
+from tidemark.kv.keys import table_span
 from tidemark.kv.txn import Txn
-from tidemark.schemachange.index import table_span
 from tidemark.sql import ast
 from tidemark.sql.expr import Compiler, Context, Scope
 from tidemark.sql.format import format_expr

@@ -24,7 +24,8 @@ from tidemark.clock import unique_int
 from tidemark.errors import SQLError
 from tidemark.importer import plan
 from tidemark.importer.encode import compile_defaults
-from tidemark.importer.job import storage_context, table_span
+from tidemark.importer.job import storage_context
+from tidemark.kv.keys import table_span
 from tidemark.kv.txn import Txn
 from tidemark.sql import ast
 from tidemark.sql.expr import Compiler, Context, Scope
