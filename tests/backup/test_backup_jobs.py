@@ -167,6 +167,18 @@ def kill(child: subprocess.Popen) -> None:
     child.wait(WAIT_S)
 
 
+def kill_mid_job(conn, store: Path, sql: str, job_type: str, log: Path) -> dict:
+    """Run ``sql`` in a child process, SIGKILL it once its job has checkpointed progress,
+    and return that job's SHOW JOBS row (the job is left running, with nobody's lease)."""
+    child = start_child(store, sql, log)
+    try:
+        running = wait_for_progress(conn, child, job_type, log)
+    finally:
+        kill(child)
+    assert child.returncode == -signal.SIGKILL
+    return running
+
+
 # -- 1. pause and resume a BACKUP -------------------------------------------------------------
 
 
@@ -561,7 +573,6 @@ def test_incremental_killed_mid_way_is_adopted_without_exporting_finished_parts_
     uri = f"file://{coll}"
     log = tmp_path / "child.log"
     conn = connect(store)
-    child = None
     try:
         fill(conn, "t", 4000)
         conn.execute(f"BACKUP TABLE t INTO '{uri}'")
@@ -570,12 +581,7 @@ def test_incremental_killed_mid_way_is_adopted_without_exporting_finished_parts_
         conn.execute("DELETE FROM t WHERE id % 7 = 0")
         conn.execute("SET CLUSTER SETTING bulkio.backup.file_versions = 100")
         conn.execute("SET CLUSTER SETTING jobs.registry.lease_duration = '1s'")
-        child = start_child(store, f"BACKUP TABLE t INTO LATEST IN '{uri}'", log)
-        try:
-            running = wait_for_progress(conn, child, "BACKUP", log)
-        finally:
-            kill(child)
-        assert child.returncode == -signal.SIGKILL
+        running = kill_mid_job(conn, store, f"BACKUP TABLE t INTO LATEST IN '{uri}'", "BACKUP", log)
         job_id = running["job_id"]
         record = conn.registry.get(job_id)
         assert record.details["backup_type"] == "incremental"
@@ -600,8 +606,6 @@ def test_incremental_killed_mid_way_is_adopted_without_exporting_finished_parts_
         conn.execute(f"RESTORE TABLE t FROM LATEST IN '{uri}' WITH into_db = 'r'")
         assert fingerprints(conn, "r.t") == fingerprints(conn, "defaultdb.t", rows[-1][3])
     finally:
-        if child is not None:
-            kill(child)
         conn.close()
 
 
@@ -610,7 +614,6 @@ def test_backup_killed_mid_way_is_adopted_and_finishes(tmp_path):
     uri = f"file://{coll}"
     log = tmp_path / "child.log"
     conn = connect(store)
-    child = None
     try:
         fill(conn, "t", 4000)
         conn.execute(f"BACKUP TABLE t INTO '{uri}'")
@@ -620,12 +623,7 @@ def test_backup_killed_mid_way_is_adopted_and_finishes(tmp_path):
         conn.execute("SET CLUSTER SETTING bulkio.backup.file_versions = 100")
         conn.execute("SET CLUSTER SETTING jobs.registry.lease_duration = '1s'")
 
-        child = start_child(store, f"BACKUP TABLE t INTO '{uri}'", log)
-        try:
-            running = wait_for_progress(conn, child, "BACKUP", log)
-        finally:
-            kill(child)
-        assert child.returncode == -signal.SIGKILL
+        running = kill_mid_job(conn, store, f"BACKUP TABLE t INTO '{uri}'", "BACKUP", log)
         job_id = running["job_id"]
         dead = job(conn, job_id)
         assert dead["status"] == "running", dead
@@ -663,8 +661,6 @@ def test_backup_killed_mid_way_is_adopted_and_finishes(tmp_path):
         conn.execute(f"BACKUP TABLE t INTO '{uri}'")
         assert len(show_backups(conn, uri)) == 3 and latest(coll) not in (first, second)
     finally:
-        if child is not None:
-            kill(child)
         conn.close()
 
 
@@ -674,16 +670,11 @@ def test_fresh_backup_right_after_a_killed_one_succeeds(tmp_path):
     uri = f"file://{coll}"
     log = tmp_path / "child.log"
     conn = connect(store)
-    child = None
     try:
         fill(conn, "t", 3000)
         conn.execute("SET CLUSTER SETTING bulkio.backup.file_versions = 100")
         conn.execute("SET CLUSTER SETTING jobs.registry.lease_duration = '1s'")
-        child = start_child(store, f"BACKUP TABLE t INTO '{uri}'", log)
-        try:
-            running = wait_for_progress(conn, child, "BACKUP", log)
-        finally:
-            kill(child)
+        running = kill_mid_job(conn, store, f"BACKUP TABLE t INTO '{uri}'", "BACKUP", log)
         orphan = job(conn, running["job_id"])
         assert orphan["status"] == "running" and orphan["fraction_completed"] < 1
         assert latest(coll) is None and show_backups(conn, uri) == []
@@ -702,8 +693,6 @@ def test_fresh_backup_right_after_a_killed_one_succeeds(tmp_path):
         assert lock_files(coll) == []
         assert conn.node.engine.protected_records() == []
     finally:
-        if child is not None:
-            kill(child)
         conn.close()
 
 
@@ -715,7 +704,6 @@ def test_restore_killed_mid_way_is_offline_then_adopted_and_complete(tmp_path):
     uri = f"file://{coll}"
     log = tmp_path / "child.log"
     conn = connect(store)
-    child = None
     try:
         fill(conn, "t", 12_000)
         conn.execute("SET CLUSTER SETTING bulkio.backup.file_versions = 250")
@@ -725,13 +713,7 @@ def test_restore_killed_mid_way_is_offline_then_adopted_and_complete(tmp_path):
         conn.execute("CREATE DATABASE r")
         conn.execute("SET CLUSTER SETTING jobs.registry.lease_duration = '1s'")
 
-        child = start_child(
-            store, f"RESTORE TABLE t FROM LATEST IN '{uri}' WITH into_db = 'r'", log)
-        try:
-            running = wait_for_progress(conn, child, "RESTORE", log)
-        finally:
-            kill(child)
-        assert child.returncode == -signal.SIGKILL
+        running = kill_mid_job(conn, store, f"RESTORE TABLE t FROM LATEST IN '{uri}' WITH into_db = 'r'", "RESTORE", log)
         job_id = running["job_id"]
         dead = job(conn, job_id)
         assert dead["status"] == "running", dead
@@ -754,8 +736,6 @@ def test_restore_killed_mid_way_is_offline_then_adopted_and_complete(tmp_path):
         assert len(versions) == len({k for k, *_ in versions}) == 4 * 12_000
         assert len({ts for _, ts, _, _ in versions}) == 1
     finally:
-        if child is not None:
-            kill(child)
         conn.close()
 
 
