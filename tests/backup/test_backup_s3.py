@@ -70,3 +70,26 @@ def test_a_collection_uri_naming_an_object_is_refused(tmp_path: Path, s3_server)
                 (err.value.hint or ""), sql
             assert "testingsecret" not in str(err.value)
         assert len(conn.execute(f"SHOW BACKUPS IN '{uri}'").rows) == 1
+
+
+def test_import_from_s3_keeps_its_credentials_out_of_the_keyspace(tmp_path: Path,
+                                                                  s3_server) -> None:
+    """IMPORT INTO from s3:// with keys in the URI: the job record, SHOW JOBS and the
+    keyspace (which backups copy) hold the URI redacted; the job-secrets row is gone once
+    the job ends."""
+    s3_server.client().put_object(Bucket=s3_server.bucket, Key="imp/rows.csv",
+                                  Body=b"1,one\n2,two\n3,three\n")
+    query = s3_server.query()
+    secret = s3_server.secret_key
+    uri = f"s3://{s3_server.bucket}/imp/rows.csv?{query}"
+    with tidemark.connect(tmp_path / "s") as conn:
+        conn.execute("CREATE TABLE t (id INT PRIMARY KEY, v STRING)")
+        (job_id, status, *_), = conn.execute(f"IMPORT INTO t CSV DATA ('{uri}')").rows
+        assert status == "succeeded"
+        assert conn.execute("SELECT * FROM t ORDER BY id").rows == [
+            (1, "one"), (2, "two"), (3, "three")]
+        record = conn.registry.get(job_id)
+        assert secret not in repr(record) and "redacted" in repr(record.details["files"])
+        assert secret not in repr(conn.execute("SHOW JOBS").rows)
+        assert secret not in repr(conn.node.engine.versions(b"", KEY_MAX))
+        assert conn.node.engine.get_secret(record.details["secret_ref"]) is None

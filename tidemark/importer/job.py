@@ -52,7 +52,7 @@ from tidemark.cluster.settings import Kind, register
 from tidemark.errors import ProtectionError, SQLError, TidemarkError
 from tidemark.importer.csvread import Chunk, FileCursor, RowError, read_chunks
 from tidemark.importer.encode import RowEncoder, duplicate_reason
-from tidemark.importer.plan import IMPORT, OFFLINE_REASON, ImportDetails
+from tidemark.importer.plan import IMPORT, OFFLINE_REASON, ImportDetails, file_uris
 from tidemark.jobs.record import JobRecord
 from tidemark.jobs.registry import JobContext, register_resumer
 from tidemark.kv.keys import index_prefix, index_span, table_span
@@ -133,8 +133,9 @@ class ImportResumer:
         replay = _Replay(checkpointed=int(cp["arrival"]))
         first = True
         sctx = storage_context(node)
-        while cp["file"] < len(d.files):
-            uri = d.files[cp["file"]]
+        uris = file_uris(node.engine, d)
+        while cp["file"] < len(uris):
+            uri = uris[cp["file"]]
             storage, name = open_file(uri, sctx)
             cursor = FileCursor(cp["offset"], cp["line"], cp["file_rows"])
             shown = redact_uri(uri)
@@ -162,7 +163,7 @@ class ImportResumer:
             d.ts - 1, [Span(*table_span(d.table_id))], owner=self.owner).id
         sctx = storage_context(node)
         sizes = []
-        for uri in d.files:
+        for uri in file_uris(node.engine, d):
             storage, name = open_file(uri, sctx)
             try:
                 sizes.append(storage.stat(name).size)
@@ -303,10 +304,13 @@ class ImportResumer:
         return None
 
     def _release(self, node: Node, cp: dict[str, Any]) -> None:
+        """The job has ended: its protection and its file URIs go."""
         ids = {cp.get("protection"), self._protection(node)} - {None}
         for record_id in ids:
             with contextlib.suppress(ProtectionError):
                 node.engine.release(str(record_id))
+        if self.details.secret_ref:
+            node.engine.delete_secret(self.details.secret_ref)
 
 
 register_resumer(IMPORT, ImportResumer)

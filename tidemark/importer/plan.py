@@ -1,12 +1,14 @@
 """Planning IMPORT INTO: options, target columns and table checks → the job's ``ImportDetails``.
 
 Everything here is decided once, by the statement, and stored in the job record; the job
-(``importer.job``) only executes it. Nothing in the details is a secret: the file URIs of the
-schemes supported today take no parameters, and the description shows URIs redacted.
+(``importer.job``) only executes it. Nothing in the details is a secret: the file URIs (an
+``s3://`` URI carries its keys) are kept in the store's job-secrets table, outside the
+keyspace; the details and the description show them redacted.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +22,7 @@ from tidemark.catalog.descriptors import (
 )
 from tidemark.cloud import StorageContext, open_file, redact_uri
 from tidemark.errors import SQLError
+from tidemark.storage.engine import Engine
 
 IMPORT = "IMPORT"  # the job type
 OFFLINE_REASON = "importing"
@@ -55,11 +58,33 @@ class ImportDetails(msgspec.Struct, kw_only=True):
     table_name: str
     offline_version: int  # the descriptor version the statement set OFFLINE: ours while equal
     column_ids: list[int]  # the CSV's fields, in order
-    files: list[str]  # URIs, in the order they are read
+    files: list[str]  # URIs, redacted, in the order they are read
     csv: CSVOptions
     ts: int  # S: the MVCC timestamp of every imported row and index entry
     rowid_base: int  # unique_rowid() of the n-th imported row: rowid_base + n * stride
     seed: str  # makes gen_random_uuid() defaults reproducible when a chunk is replayed
+    # The owner of the files' URIs in the store's job-secrets table; "" in jobs created
+    # before secrets were kept apart (their ``files`` are the URIs themselves).
+    secret_ref: str = ""
+
+
+def keep_uris(engine: Engine, uris: Sequence[str]) -> str:
+    """Keep ``uris`` (with any credentials in them) in the job-secrets table; their key."""
+    ref = f"import-{secrets.token_hex(8)}"
+    engine.put_secret(ref, msgspec.msgpack.encode(list(uris)))
+    return ref
+
+
+def file_uris(engine: Engine, details: ImportDetails) -> list[str]:
+    """The URIs the job reads: from the job-secrets table."""
+    if not details.secret_ref:
+        return list(details.files)
+    raw = engine.get_secret(details.secret_ref)
+    if raw is None:
+        raise SQLError(f'IMPORT INTO "{details.table_name}": the file URIs (and their '
+                       "credentials) are gone from this store", code="58030",
+                       hint="cancel the job and run the IMPORT again")
+    return msgspec.msgpack.decode(raw, type=list[str])
 
 
 def parse_options(options: Mapping[str, Any]) -> tuple[CSVOptions, bool]:

@@ -21,6 +21,7 @@ import msgspec
 from tidemark.catalog import catalog
 from tidemark.catalog.descriptors import DescState
 from tidemark.clock import unique_int
+from tidemark.cloud import redact_uri
 from tidemark.errors import SQLError
 from tidemark.importer import plan
 from tidemark.importer.encode import compile_defaults
@@ -69,14 +70,19 @@ def run_import(session: Session, stmt: ast.Import, params: Sequence[Any]) -> Res
             table, state=DescState.OFFLINE, offline_reason=plan.OFFLINE_REASON, import_ts=ts))
         details = plan.ImportDetails(
             table_id=table.id, table_name=table.name, offline_version=offline.version,
-            column_ids=[c.id for c in targets], files=uris, csv=csv_options, ts=ts,
-            rowid_base=unique_int(), seed=seed)
+            column_ids=[c.id for c in targets], files=[redact_uri(u) for u in uris],
+            csv=csv_options, ts=ts, rowid_base=unique_int(), seed=seed, secret_ref=ref)
         compile_defaults(table, {c.id for c in targets}, details)  # refuse bad ones now
         description = plan.describe(table.name, stmt.columns, uris, options)
         return session.registry.create(txn, plan.IMPORT, description,
                                        msgspec.to_builtins(details))
 
-    job_id = session.db.run(create)
+    ref = plan.keep_uris(session.node.engine, uris)  # once, not per retry of create
+    try:
+        job_id = session.db.run(create)
+    except BaseException:
+        session.node.engine.delete_secret(ref)
+        raise
     if detached:
         session.registry.start_adopting()  # runs it in the background (any node may)
         return Result(columns=["job_id"], rows=[(job_id,)], tag="IMPORT", rows_affected=1,
