@@ -795,6 +795,53 @@ def test_paused_backup_protects_its_data_from_gc(tmp_path):
 
 
 
+def test_a_revision_history_incremental_protects_a_table_dropped_in_its_window(tmp_path):
+    """A table dropped inside an incremental's window is exported for restores to a time
+    before the drop: GC while the backup is paused must not take its history either. A
+    protection the job made but never checkpointed (a run that died) goes with the job."""
+    coll = tmp_path / "coll"
+    uri = f"file://{coll}"
+    conn = connect(tmp_path / "s")
+    try:
+        fill(conn, "t", 600)
+        fill(conn, "gone", 300)
+        conn.execute(f"BACKUP DATABASE defaultdb INTO '{uri}' WITH revision_history")
+        gone = conn.node.db.run(lambda txn: conn.session.table(txn, TableName("gone"))).id
+        conn.execute("UPDATE gone SET v = 'before the drop' WHERE id < 100")
+        before_drop = conn.execute("SELECT cluster_logical_timestamp()").rows[0][0]
+        expected = fingerprints(conn, "gone", str(before_drop))
+        conn.execute("DROP TABLE gone")
+        conn.execute("UPDATE t SET v = 'later'")
+        conn.execute("SET CLUSTER SETTING bulkio.backup.file_versions = 100")
+        job_id = paused(conn, f"BACKUP DATABASE defaultdb INTO LATEST IN '{uri}' "
+                              "WITH revision_history", BACKUP_PAUSE)
+        start = conn.registry.get(job_id).details["start_time"]
+        gone_span = Span(table_prefix(gone), prefix_end(table_prefix(gone)))
+        protected = [r for r in conn.node.engine.protected_records()
+                     if any(sp.start <= gone_span.start and gone_span.end <= sp.end
+                            for sp in r.spans)]
+        assert [(r.owner, r.ts) for r in protected] == [(f"job {job_id}", start)]
+        conn.node.engine.protect(start, [gone_span], owner=f"job {job_id}")  # never saved
+
+        conn.execute("SET CLUSTER SETTING gc.ttlseconds = 1")
+        time.sleep(1.1)
+        conn.execute("INSERT INTO t VALUES (100000, 'x', 1, 'y')")  # moves the frontier on
+        assert conn.node.run_gc(wall_now() + 5 * NANOS_PER_SECOND).threshold > start
+        conn.node.engine.check_read_ts(start, [gone_span])  # still readable there
+
+        conn.execute(f"RESUME JOB {job_id}")
+        done = when_complete(conn, job_id)
+        assert done["status"] == "succeeded", done["error"]
+        assert conn.node.engine.protected_records() == []
+        conn.execute(f"RESTORE DATABASE defaultdb FROM LATEST IN '{uri}' "
+                     f"AS OF SYSTEM TIME {before_drop} WITH new_db_name = 'r'")
+        assert fingerprints(conn, "r.gone") == expected
+        assert conn.execute("SELECT count(*) FROM r.gone WHERE v = 'before the drop'"
+                            ).rows == [(100,)]
+    finally:
+        conn.close()
+
+
 def test_paused_revision_history_backup_keeps_its_history_through_gc(tmp_path):
     """A full backup WITH revision_history exports every revision GC has not removed when it
     starts: GC while it is paused must not take the revisions it has yet to export."""

@@ -47,6 +47,7 @@ from tidemark.backup.plan import (
     plan_spans,
     plan_work,
     resolve_targets,
+    span_table_id,
 )
 from tidemark.catalog import fingerprint
 from tidemark.catalog.descriptors import (
@@ -61,7 +62,7 @@ from tidemark.cluster.node import Node
 from tidemark.errors import ProtectionError, SQLError, TidemarkError
 from tidemark.jobs.record import JobRecord
 from tidemark.jobs.registry import JobContext, register_resumer
-from tidemark.kv.keys import decode_index_prefix, prefix_end, table_prefix
+from tidemark.kv.keys import decode_index_prefix, prefix_end, table_prefix, table_span
 from tidemark.kv.system import (
     DESCRIPTOR_TABLE_ID,
     FIRST_USER_ID,
@@ -256,20 +257,19 @@ class BackupResumer:
         else:
             protect_at = d.end_time
         _dbs, tables = self._read_targets(node)
-        try:
-            record = node.engine.protect(protect_at, protected_spans([t.id for t in tables]),
-                                         owner=self.owner)
-        except ProtectionError:
-            raise SQLError(
-                f"cannot back up {d.collection}: the history since "
-                f"{'the previous backup' if d.backup_type == 'incremental' else 'the end time'}"
-                " was already removed by GC", code="XXC01",
-                hint="take a new full backup (BACKUP ... INTO the collection), or raise "
-                "gc.ttlseconds above the time between backups") from None
+        self._release_protections(node)  # a run that died before its first checkpoint
+        self._protect(node, protect_at, protected_spans([t.id for t in tables]))
         layer, _dbs, tables, _prev, _changes = self._layer_spans(node, storage, key)
+        # With revision history the layer also exports tables that are no target at its
+        # end (dropped in its window): their history must stay until it is exported too.
+        # Protecting fails if GC already passed protect_at there: never a silent gap.
+        history = sorted({span_table_id(s.start) for s in layer.spans} -
+                         {t.id for t in tables} - {span_table_id(SETTINGS_SPAN[0])})
+        if history:
+            self._protect(node, protect_at, [Span(*table_span(t)) for t in history])
         work = plan_work(node.engine, layer, int(node.settings.get(FILE_VERSIONS.name)),
                          d.end_time)
-        cp = {"work": msgspec.msgpack.encode(work), "done": [], "protection": record.id,
+        cp = {"work": msgspec.msgpack.encode(work), "done": [],
               "revision_start": d.start_time or protect_at,
               "rows": 0, "index_entries": 0, "bytes": 0}
         ctx.progress(0.0, checkpoint=cp, running_status="exporting")
@@ -524,9 +524,7 @@ class BackupResumer:
                     destination.release_lock(storage, d.full_subdir, self.job_id,
                                              name=manifest.CHAIN_LOCK)
             destination.release_lock(storage, d.layer_dir, self.job_id)
-        if cp.get("protection"):
-            with contextlib.suppress(ProtectionError):
-                node.engine.release(cp["protection"])
+        self._release_protections(node)
         node.engine.delete_secret(d.secret_ref)
 
     # -- failure -------------------------------------------------------------------------
@@ -535,13 +533,13 @@ class BackupResumer:
         node, d = ctx.node, self.details
         secrets_raw = node.engine.get_secret(d.secret_ref)
         if secrets_raw is None:
-            self._release_protection(node, ctx.checkpoint)
+            self._release_protections(node)
             return
         secrets = msgspec.msgpack.decode(secrets_raw, type=Secrets)
         try:
             storage = open_storage(secrets.uri, storage_context(node))
         except TidemarkError:
-            self._release_protection(node, ctx.checkpoint)
+            self._release_protections(node)
             node.engine.delete_secret(d.secret_ref)
             return
         try:
@@ -549,11 +547,25 @@ class BackupResumer:
         finally:
             storage.close()
 
-    @staticmethod
-    def _release_protection(node: Node, cp: dict[str, Any]) -> None:
-        if cp.get("protection"):
-            with contextlib.suppress(ProtectionError):
-                node.engine.release(cp["protection"])
+    def _protect(self, node: Node, ts: int, spans: list[Span]) -> None:
+        d = self.details
+        try:
+            node.engine.protect(ts, spans, owner=self.owner)
+        except ProtectionError:
+            raise SQLError(
+                f"cannot back up {d.collection}: the history since "
+                f"{'the previous backup' if d.backup_type == 'incremental' else 'the end time'}"
+                " was already removed by GC", code="XXC01",
+                hint="take a new full backup (BACKUP ... INTO the collection), or raise "
+                "gc.ttlseconds above the time between backups") from None
+
+    def _release_protections(self, node: Node) -> None:
+        """Release every protected timestamp this job holds (found by owner, so one made
+        just before a crash, never checkpointed, goes too)."""
+        for record in node.engine.protected_records():
+            if record.owner == self.owner:
+                with contextlib.suppress(ProtectionError):
+                    node.engine.release(record.id)
 
 
 def _join(dir: str, name: str) -> str:
