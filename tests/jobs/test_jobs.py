@@ -409,3 +409,44 @@ def test_cancel_of_a_pending_drop_index_job(conn):
         assert len(conn.execute("SELECT * FROM t@b").rows) == ROWS
     else:
         conn.execute("CREATE INDEX b ON t (n)")
+
+
+class _Protecting:
+    """A test job: protects the store's whole keyspace, then does what its details say,
+    never releasing the protection itself."""
+
+    def __init__(self, record):
+        self.record = record
+
+    def resume(self, ctx):
+        from tidemark.jobs.registry import protection_owner
+        from tidemark.storage.engine import KEY_MAX, Span
+        ctx.node.engine.protect(ctx.node.db.now(), [Span(b"", KEY_MAX)],
+                                owner=protection_owner(ctx.job_id))
+        then = self.record.details["then"]
+        if then == "fail":
+            raise SQLError("failing on purpose", code="XX000")
+        if then == "pause":
+            ctx.pause_point("test.protecting", checked=True)
+
+    def on_fail_or_cancel(self, ctx, error):
+        pass
+
+
+@pytest.mark.parametrize("then", ["succeed", "fail", "pause"])
+def test_the_registry_releases_what_a_job_protected_once_it_has_ended(conn, then):
+    from tidemark.jobs.registry import register_resumer
+    register_resumer("TEST PROTECTING", _Protecting)
+    job_id = conn.node.db.run(lambda txn: conn.registry.create(
+        txn, "TEST PROTECTING", "protects and forgets", {"then": then}))
+    try:
+        conn.registry.wait(job_id)
+    except TidemarkError:
+        pass
+    records = [r.owner for r in conn.node.engine.protected_records()]
+    if then == "pause":  # a paused job keeps what it protects
+        assert records == [f"job {job_id}"]
+        conn.execute(f"CANCEL JOB {job_id}")
+        res = conn.execute(f"SHOW JOB WHEN COMPLETE {job_id}")
+        assert dict(zip(res.columns, res.rows[0], strict=True))["status"] == "canceled"
+    assert conn.node.engine.protected_records() == []

@@ -12,10 +12,11 @@ never in the job record. The job:
    record and in ``BACKUP-CHECKPOINT`` (pause point ``backup.after_first_chunk`` after the
    first); a resumed job never exports a finished part again;
 3. writes the manifest — the commit point — then, for a full backup, moves LATEST; then
-   releases the lock and the protection.
+   releases the lock.
 
 A job that fails or is canceled removes what it wrote to its folder (there is no manifest,
-so none of it was a backup) and releases the lock and protection.
+so none of it was a backup) and releases the lock. Either way, the jobs registry releases
+the job's protected timestamps once it has ended.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ from tidemark.cloud.storage import ExternalStorage
 from tidemark.cluster.node import Node
 from tidemark.errors import ProtectionError, SQLError, TidemarkError
 from tidemark.jobs.record import JobRecord
-from tidemark.jobs.registry import JobContext, register_resumer
+from tidemark.jobs.registry import JobContext, protection_owner, register_resumer
 from tidemark.kv.keys import decode_index_prefix, prefix_end, table_prefix, table_span
 from tidemark.kv.system import (
     DESCRIPTOR_TABLE_ID,
@@ -187,7 +188,7 @@ class BackupResumer:
     def __init__(self, record: JobRecord):
         self.job_id = record.id
         self.details = msgspec.convert(record.details, BackupDetails)
-        self.owner = f"job {record.id}"
+        self.owner = protection_owner(record.id)
 
     # -- running -------------------------------------------------------------------------
 
@@ -257,7 +258,6 @@ class BackupResumer:
         else:
             protect_at = d.end_time
         _dbs, tables = self._read_targets(node)
-        self._release_protections(node)  # a run that died before its first checkpoint
         self._protect(node, protect_at, protected_spans([t.id for t in tables]))
         layer, _dbs, tables, _prev, _changes = self._layer_spans(node, storage, key)
         # With revision history the layer also exports tables that are no target at its
@@ -524,7 +524,6 @@ class BackupResumer:
                     destination.release_lock(storage, d.full_subdir, self.job_id,
                                              name=manifest.CHAIN_LOCK)
             destination.release_lock(storage, d.layer_dir, self.job_id)
-        self._release_protections(node)
         node.engine.delete_secret(d.secret_ref)
 
     # -- failure -------------------------------------------------------------------------
@@ -533,13 +532,11 @@ class BackupResumer:
         node, d = ctx.node, self.details
         secrets_raw = node.engine.get_secret(d.secret_ref)
         if secrets_raw is None:
-            self._release_protections(node)
             return
         secrets = msgspec.msgpack.decode(secrets_raw, type=Secrets)
         try:
             storage = open_storage(secrets.uri, storage_context(node))
         except TidemarkError:
-            self._release_protections(node)
             node.engine.delete_secret(d.secret_ref)
             return
         try:
@@ -558,14 +555,6 @@ class BackupResumer:
                 " was already removed by GC", code="XXC01",
                 hint="take a new full backup (BACKUP ... INTO the collection), or raise "
                 "gc.ttlseconds above the time between backups") from None
-
-    def _release_protections(self, node: Node) -> None:
-        """Release every protected timestamp this job holds (found by owner, so one made
-        just before a crash, never checkpointed, goes too)."""
-        for record in node.engine.protected_records():
-            if record.owner == self.owner:
-                with contextlib.suppress(ProtectionError):
-                    node.engine.release(record.id)
 
 
 def _join(dir: str, name: str) -> str:

@@ -48,7 +48,7 @@ from tidemark.cloud.storage import ExternalStorage
 from tidemark.cluster.versions import VERSION_SETTING
 from tidemark.errors import ProtectionError, TidemarkError
 from tidemark.jobs.record import JobRecord
-from tidemark.jobs.registry import JobContext, register_resumer
+from tidemark.jobs.registry import JobContext, protection_owner, register_resumer
 from tidemark.kv.keys import decode_datums, index_prefix, prefix_end, table_prefix
 from tidemark.kv.system import PRIMARY_INDEX_ID
 from tidemark.kv.txn import Txn
@@ -171,7 +171,7 @@ class RestoreResumer:
             # remaining writes at W.
             spans = [Span(table_prefix(t.new_id), prefix_end(table_prefix(t.new_id)))
                      for t in d.tables]
-            protection = node.engine.protect(ts, spans, owner=f"job {self.job_id}").id \
+            protection = node.engine.protect(ts, spans, owner=protection_owner(self.job_id)).id \
                 if spans else None
             cp = {"ts": ts, "done": [], "rows": 0, "index_entries": 0, "bytes": 0,
                   "rebuilt": [], "protection": protection}

@@ -54,7 +54,7 @@ from tidemark.importer.csvread import Chunk, FileCursor, RowError, read_chunks
 from tidemark.importer.encode import RowEncoder, duplicate_reason
 from tidemark.importer.plan import IMPORT, OFFLINE_REASON, ImportDetails, file_uris
 from tidemark.jobs.record import JobRecord
-from tidemark.jobs.registry import JobContext, register_resumer
+from tidemark.jobs.registry import JobContext, protection_owner, register_resumer
 from tidemark.kv.keys import index_prefix, index_span, table_span
 from tidemark.kv.txn import Txn
 from tidemark.storage.engine import Span
@@ -109,7 +109,7 @@ class ImportResumer:
 
     def __init__(self, record: JobRecord):
         self.details = msgspec.convert(record.details, ImportDetails)
-        self.owner = f"job {record.id}"
+        self.owner = protection_owner(record.id)
 
     # -- running -------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from tidemark.cluster.settings import Kind, register
 from tidemark.errors import (
     JobPausedError,
     PreconditionFailedError,
+    ProtectionError,
     SQLError,
     TidemarkError,
 )
@@ -118,6 +119,11 @@ class Resumer(Protocol):
 
 ResumerFactory = Callable[[JobRecord], Resumer]
 _RESUMERS: dict[str, ResumerFactory] = {}
+
+
+def protection_owner(job_id: int) -> str:
+    """The owner every protected timestamp of job ``job_id`` is made with."""
+    return f"job {job_id}"
 
 
 def register_resumer(job_type: str, factory: ResumerFactory) -> None:
@@ -297,14 +303,26 @@ class Registry:
             rec.running_status = f"paused at pause point {point}"
         self._finish(ctx.job_id, f)
 
-    def _finish(self, job_id: int, change: Callable[[JobRecord], None]) -> None:
-        def f(txn: Txn) -> None:
+    def _finish(self, job_id: int, change: Callable[[JobRecord], None]) -> bool:
+        """Apply ``change`` to the job's record if this instance still holds its lease;
+        whether it did."""
+        def f(txn: Txn) -> bool:
             rec = rec_mod.read(txn, job_id)
             if rec is None or rec.lease_owner != self.instance_id:
-                return
+                return False
             change(rec)
             rec_mod.write(txn, rec)
-        self.db.run(f)
+            return True
+        return self.db.run(f)
+
+    def _ended(self, job_id: int) -> None:
+        """The job is over for good: every protected timestamp it holds goes, also one it
+        made and never recorded before a crash (a leak would hold GC back forever)."""
+        owner = protection_owner(job_id)
+        for record in self.db.engine.protected_records():
+            if record.owner == owner:
+                with contextlib.suppress(ProtectionError):
+                    self.db.engine.release(record.id)
 
     def _heartbeat(self, ctx: JobContext, done: threading.Event) -> None:
         try:
@@ -370,7 +388,8 @@ class Registry:
             if record.status is Status.CANCEL_REQUESTED:
                 raise _Canceled()
             resumer.resume(ctx)
-            self._finish(record.id, _succeeded)
+            if self._finish(record.id, _succeeded):
+                self._ended(record.id)
         except (_Paused, _LeaseLost):
             pass
         except _Canceled:
@@ -410,7 +429,8 @@ class Registry:
 
         def ended(rec: JobRecord) -> None:
             rec.status, rec.finished, rec.lease_owner = final, wall_now(), ""
-        self._finish(record.id, ended)
+        if self._finish(record.id, ended):
+            self._ended(record.id)
 
     # -- waiting and adoption ------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from tidemark.catalog.types import format_value
 from tidemark.cluster.settings import Kind, register
 from tidemark.errors import ProtectionError, SQLError, TidemarkError
 from tidemark.jobs.record import JobRecord
-from tidemark.jobs.registry import JobContext, register_resumer
+from tidemark.jobs.registry import JobContext, protection_owner, register_resumer
 from tidemark.kv.db import DB
 from tidemark.kv.keys import index_span, table_span
 from tidemark.kv.txn import Txn
@@ -148,7 +148,7 @@ class IndexResumer:
             read_ts = db.now()  # after WRITE_ONLY committed: later writes maintain the index
             start, end = index_span(d.table_id, table.primary_index.id)
             record = db.engine.protect(read_ts, [Span(*table_span(d.table_id))],
-                                       owner=f"job {ctx.job_id}")
+                                       owner=protection_owner(ctx.job_id))
             cp = {"read_ts": read_ts, "resume_key": start, "end_key": end, "done": 0,
                   "total": db.engine.count_versions(start, end),  # estimate, for progress
                   "protection": record.id}
