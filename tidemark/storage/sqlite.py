@@ -1102,55 +1102,6 @@ def export_live_count(path: str, as_of: int | None = None) -> int:
         conn.close()
 
 
-def merge_exports(paths: Sequence[str], out: str) -> int:
-    """Union export files into a new all-revisions export file ``out``; returns its rows.
-
-    Restore merges the layers of a span this way, so that each key's newest version (by MVCC
-    timestamp, not by layer) wins when the result is imported. A version present in several
-    files (same key and timestamp) is the same version: the first is kept.
-    """
-    if os.path.exists(out):
-        raise StoreError(f"cannot merge into {out}: the file exists")
-    conn = apsw.Connection(":memory:", flags=_OPEN_FLAGS)
-    try:
-        conn.execute("ATTACH DATABASE ? AS exp", (out,))
-        _pragmas(conn, f"exp.page_size={EXPORT_PAGE_SIZE}", "exp.journal_mode=OFF",
-                 "exp.synchronous=OFF")
-        conn.execute("BEGIN")
-        conn.execute(_EXPORT_SCHEMA)
-        end_ts, start_ts = 0, None
-        for path in paths:
-            conn.execute("ATTACH DATABASE ? AS src", (f"file:{path}?mode=ro",))
-            try:
-                info = dict(conn.execute("SELECT name, value FROM src.export_info").fetchall())
-                if info.get("format_version") != EXPORT_FORMAT_VERSION:
-                    raise StoreError(f"cannot merge {path}: export format version "
-                                     f"{info.get('format_version')} is not supported")
-                end_ts = max(end_ts, int(info["end_ts"]))
-                start_ts = int(info["start_ts"]) if start_ts is None else \
-                    min(start_ts, int(info["start_ts"]))
-                conn.execute("INSERT OR IGNORE INTO exp.versions SELECT key, ts, value "
-                             "FROM src.versions")
-            finally:
-                conn.execute("COMMIT; DETACH DATABASE src; BEGIN")
-        rows = conn.execute("SELECT count(*) FROM exp.versions").fetchall()[0][0]
-        conn.executemany("INSERT INTO exp.export_info VALUES (?, ?)", [
-            ("format_version", EXPORT_FORMAT_VERSION), ("span_start", b""),
-            ("span_end", KEY_MAX), ("start_ts", start_ts or 0), ("end_ts", end_ts),
-            ("window", "merged"), ("all_revisions", 1), ("rows", rows)])
-        conn.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(apsw.Error):
-            if not conn.get_autocommit():
-                conn.execute("ROLLBACK")
-        conn.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(out)
-        raise
-    conn.close()
-    return rows
-
-
 def _open_export(path: str) -> apsw.Connection:
     return apsw.Connection(f"file:{path}?mode=ro",
                            flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
