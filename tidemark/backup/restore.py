@@ -13,11 +13,11 @@ OFFLINE ("restoring") with new IDs, reserving their names. The job:
    several layers, or must be read as of a time inside a revision-history layer, each key's
    newest version by MVCC timestamp must win: the files of the later layers (usually small)
    are fetched first; for each file of the base layer (the one that exported the span from
-   time zero) an *overlay* of the later layers' keys in its key range is built against it:
-   the versions from later layers that win, and tombstones for the base's live keys they
-   deleted. The file is ingested (a version already at W is kept) and the overlay written
-   over it, at W, in one commit. The rows restored are counted from the files, never from
-   what a replayed ingest wrote;
+   time zero) an *overlay* of the later layers' keys in its key range is built against it,
+   on the fetching thread: the versions from later layers that win, and tombstones for the
+   base's live keys they deleted. The file is ingested (a version already at W is kept)
+   and the overlay written over it, at W, in one commit. The rows restored are counted
+   from the files, never from what a replayed ingest wrote;
 3. revalidates every index that was not PUBLIC (or whose table was OFFLINE) in some layer it
    came from, against its table's primary index, and rebuilds it with MVCC writes when it
    does not match — the job says which it rebuilt;
@@ -103,10 +103,21 @@ class _Unit:
     span: int  # index in RestoreDetails.spans
     files: list[SourceFile]
     later: bool = False
+    later_unit: int | None = None  # a base file's: the unit of its span's later layers
     # A base file's share of the later layers' keys: [lo, hi), hi None for no end. The
     # shares of a span's base files cover every key, also those between its files.
     lo: bytes = b""
     hi: bytes | None = None
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    """A unit's local files and, for a base file, what goes with it: its overlay (None when
+    nothing needs writing over it) and the rows (entries) the two restore."""
+
+    files: list[Path]
+    overlay: Path | None = None
+    rows: int = 0
 
 
 def _units(spans: list[RestoreSpan], todo: list[int]) -> list[_Unit]:
@@ -122,11 +133,14 @@ def _units(spans: list[RestoreSpan], todo: list[int]) -> list[_Unit]:
         base = sorted((f for f in span.files if f.layer_dir == span.files[0].layer_dir),
                       key=lambda f: f.file.span.start)
         later = [f for f in span.files if f.layer_dir != span.files[0].layer_dir]
+        later_unit = None
         if later:
+            later_unit = len(units)
             units.append(_Unit(i, later, later=True))
         for j, f in enumerate(base):
-            units.append(_Unit(i, [f], lo=f.file.span.start if j else b"",
-                               hi=base[j + 1].file.span.start if j + 1 < len(base) else None))
+            units.append(_Unit(
+                i, [f], later_unit=later_unit, lo=f.file.span.start if j else b"",
+                hi=base[j + 1].file.span.start if j + 1 < len(base) else None))
     return units
 
 
@@ -225,8 +239,8 @@ class RestoreResumer:
             for i in todo:
                 span = d.spans[i]
                 # Exactly this span's units: asking for one more would wait for its download.
-                rows = self._restore_span(ctx, scratch, span,
-                                          itertools.islice(fetched, per_span[i]), cp["ts"])
+                rows = self._restore_span(ctx, span, itertools.islice(fetched, per_span[i]),
+                                          cp["ts"])
                 cp["done"] = [*cp["done"], i]
                 cp["rows" if span.index_id == PRIMARY_INDEX_ID else "index_entries"] += rows
                 cp["bytes"] += sum(f.file.size for f in span.files)
@@ -259,15 +273,45 @@ class RestoreResumer:
 
     def _fetched(self, prefetch: concurrent.futures.ThreadPoolExecutor,
                  storage: ExternalStorage, key: EncryptionKey | None, scratch: Path,
-                 units: list[_Unit]) -> Iterator[tuple[_Unit, list[Path]]]:
-        """Each unit with its local files, the next one fetched while this one is used."""
-        ahead: dict[int, concurrent.futures.Future[list[Path]]] = {}
+                 units: list[_Unit]) -> Iterator[tuple[_Unit, _Fetched]]:
+        """Each unit fetched (and prepared), the next one while this one is used."""
+        ahead: dict[int, concurrent.futures.Future[_Fetched]] = {}
+        laters: dict[int, concurrent.futures.Future[_Fetched]] = {}  # read by base files
         for u, unit in enumerate(units):
             for k in range(u, min(u + 2, len(units))):
                 if k not in ahead:
-                    ahead[k] = prefetch.submit(self._fetch_files, storage, key, scratch, k,
-                                               units[k].files)
+                    # One fetch thread, in order: a base file's later layers are there first.
+                    later = None if units[k].later_unit is None else laters[units[k].later_unit]
+                    ahead[k] = prefetch.submit(self._fetch_unit, storage, key, scratch, k,
+                                               units[k], later)
+                    if units[k].later:
+                        laters[k] = ahead[k]
             yield unit, ahead.pop(u).result()
+
+    def _fetch_unit(self, storage: ExternalStorage, key: EncryptionKey | None,
+                    scratch: Path, k: int, unit: _Unit,
+                    later: concurrent.futures.Future[_Fetched] | None) -> _Fetched:
+        """Fetch unit ``k``; for a merged span's base file, also count its rows and build
+        its overlay here, beside the ingest of the unit before (both in C)."""
+        local = self._fetch_files(storage, key, scratch, k, unit.files)
+        span = self.details.spans[unit.span]
+        if not span.merge or unit.later or not local:
+            return _Fetched(local)
+        overlay = scratch / f"u{k}-overlay.sqlite"
+        try:
+            rows = export_live_count(str(local[0]), span.as_of)
+            if later is None:
+                return _Fetched(local, None, rows)
+            stats = build_overlay([str(p) for p in later.result().files], str(local[0]),
+                                  str(overlay), lo=unit.lo, hi=unit.hi, as_of=span.as_of)
+        except BaseException:
+            for p in (*local, overlay):
+                p.unlink(missing_ok=True)
+            raise
+        if not stats.rows:
+            overlay.unlink()
+        return _Fetched(local, overlay if stats.rows else None,
+                        rows + stats.live - stats.shadowed)
 
     @staticmethod
     def _fetch_files(storage: ExternalStorage, key: EncryptionKey | None, scratch: Path,
@@ -285,8 +329,8 @@ class RestoreResumer:
             raise
         return local
 
-    def _restore_span(self, ctx: JobContext, scratch: Path, span: RestoreSpan,
-                      fetched: Iterator[tuple[_Unit, list[Path]]], ts: int) -> int:
+    def _restore_span(self, ctx: JobContext, span: RestoreSpan,
+                      fetched: Iterator[tuple[_Unit, _Fetched]], ts: int) -> int:
         """Ingest a span's fetched units at ``ts``; returns the rows (entries) it restores.
 
         A single layer's files hold one live version per key: the manifest counts them.
@@ -294,52 +338,38 @@ class RestoreResumer:
         replaces or deletes, plus the overlay's live keys. Pause point
         ``restore.mid_span``: after a merged span's first base file (the span is restored
         again on resume)."""
-        node = ctx.node
+        engine = ctx.node.engine
+        rewrites = [(span.old_prefix, span.new_prefix)]
         if not span.merge:
-            for _unit, local in fetched:
-                for path in local:
+            for _unit, got in fetched:
+                for path in got.files:
                     try:
-                        node.engine.import_file(str(path), rewrites=[
-                            (span.old_prefix, span.new_prefix)], ts=ts)
+                        engine.import_file(str(path), rewrites=rewrites, ts=ts)
                     finally:
                         path.unlink(missing_ok=True)
             return sum(f.file.rows for f in span.files)
         later: list[Path] = []
         rows = 0
         try:
-            for unit, local in fetched:
+            for unit, got in fetched:
                 if unit.later:
-                    later = local
-                elif local:  # (a span without files has one empty unit)
-                    rows += self._restore_base_file(node, scratch, span, unit, local[0],
-                                                    later, ts)
-                    ctx.pause_point(PAUSE_MID_SPAN)
+                    later = got.files
+                    continue
+                try:
+                    for base in got.files:  # (one; none for a span without files)
+                        # A base with every revision is read as of the restore's time; a
+                        # latest-only one holds a version per key already.
+                        engine.import_file(
+                            str(base), rewrites=rewrites, ts=ts, as_of=span.as_of,
+                            overlay=None if got.overlay is None else str(got.overlay))
+                        rows += got.rows
+                        ctx.pause_point(PAUSE_MID_SPAN)
+                finally:
+                    for p in (*got.files, *filter(None, [got.overlay])):
+                        p.unlink(missing_ok=True)
         finally:
             for p in later:
                 p.unlink(missing_ok=True)
-        return rows
-
-    @staticmethod
-    def _restore_base_file(node: Any, scratch: Path, span: RestoreSpan, unit: _Unit,
-                           base: Path, later: list[Path], ts: int) -> int:
-        """Ingest ``base`` with the overlay of ``later`` (its key share) over it, as one
-        commit; returns the rows (entries) that restores."""
-        overlay = scratch / f"{base.stem}-overlay.sqlite"
-        try:
-            rows = export_live_count(str(base), span.as_of)
-            stats = None
-            if later:
-                stats = build_overlay([str(p) for p in later], str(base), str(overlay),
-                                      lo=unit.lo, hi=unit.hi, as_of=span.as_of)
-                rows += stats.live - stats.shadowed
-            # A base with every revision is read as of the restore's time; a latest-only
-            # one holds a version per key already.
-            node.engine.import_file(
-                str(base), rewrites=[(span.old_prefix, span.new_prefix)], ts=ts,
-                as_of=span.as_of, overlay=str(overlay) if stats and stats.rows else None)
-        finally:
-            overlay.unlink(missing_ok=True)
-            base.unlink(missing_ok=True)
         return rows
 
     def _restore_settings(self, node: Any, storage: ExternalStorage,
