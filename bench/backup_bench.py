@@ -274,8 +274,8 @@ _BACKUP_STAGES = [
 _RESTORE_STAGES = [
     ("fetch (read, decode, sha256, write)", "tidemark.backup.restore", "fetch"),
     ("  zstd: Decoder.read", "tidemark.cloud.codec", "Decoder.read"),
-    ("build_overlay (SQLite, C)", "tidemark.backup.restore", "build_overlay"),
-    ("export_live_count (rows restored)", "tidemark.backup.restore", "export_live_count"),
+    ("build_overlay (C, fetch thread)", "tidemark.backup.restore", "build_overlay"),
+    ("export_live_count (fetch thread)", "tidemark.backup.restore", "export_live_count"),
     ("engine.import_file (SQLite, C)", "tidemark.storage.sqlite", "SQLiteEngine.import_file"),
     ("revalidate indexes", "tidemark.backup.restore", "RestoreResumer._revalidate"),
     ("job progress (job record)", "tidemark.jobs.registry", "JobContext.progress"),
