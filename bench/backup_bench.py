@@ -14,8 +14,8 @@ With ``--repeat N`` every timed statement runs N times and its best time counts.
 * incremental: 1 % of the rows get a new value (one commit, like an UPDATE), then
   ``BACKUP DATABASE bench INTO LATEST IN ...``; target <= 5 % of the full backup's time;
 * restore: ``RESTORE DATABASE bench FROM LATEST IN ... AS OF SYSTEM TIME <full's end> WITH
-  new_db_name = ...`` (the full backup alone, no merge); target <= 4x VACUUM INTO. The
-  restore of the whole chain (full + incremental: the merge path) is shown too. Both are
+  new_db_name = ...`` (the full backup alone); target <= 4x VACUUM INTO. The
+  restore of the whole chain (full + incremental: the overlay path) is shown too. Both are
   checked against the source with SHOW EXPERIMENTAL_FINGERPRINTS;
 * peak RSS: a fresh process runs only the BACKUP (then another only the RESTORE) on stores of
   each ``--rss-versions`` size; peak from /proc/self/status VmHWM, with the anonymous and the
@@ -27,7 +27,7 @@ With ``--repeat N`` every timed statement runs N times and its best time counts.
 
 ``--profile`` adds where the time of a full backup, an incremental and both restores goes:
 wall time of each stage (engine.export, fingerprints, storage.write, zstd, import_file,
-merge_exports, ...), measured by wrapping those functions; ``--cprofile`` also runs them under
+build_overlay, ...), measured by wrapping those functions; ``--cprofile`` also runs them under
 cProfile and lists the top own times.
 
     python bench/backup_bench.py [--versions 2000000] [--rss-versions 1000000,5000000]
@@ -274,9 +274,9 @@ _BACKUP_STAGES = [
 _RESTORE_STAGES = [
     ("fetch (read, decode, sha256, write)", "tidemark.backup.restore", "fetch"),
     ("  zstd: Decoder.read", "tidemark.cloud.codec", "Decoder.read"),
-    ("merge_exports (SQLite, C)", "tidemark.backup.restore", "merge_exports"),
+    ("build_overlay (C, fetch thread)", "tidemark.backup.restore", "build_overlay"),
+    ("export_live_count (fetch thread)", "tidemark.backup.restore", "export_live_count"),
     ("engine.import_file (SQLite, C)", "tidemark.storage.sqlite", "SQLiteEngine.import_file"),
-    ("engine.count_live (rows restored)", "tidemark.storage.sqlite", "SQLiteEngine.count_live"),
     ("revalidate indexes", "tidemark.backup.restore", "RestoreResumer._revalidate"),
     ("job progress (job record)", "tidemark.jobs.registry", "JobContext.progress"),
     ("publish", "tidemark.backup.restore", "RestoreResumer._publish"),
@@ -381,7 +381,7 @@ def profile(store: Path, rows: int, use_cprofile: bool = False) -> list[str]:
         out += one(f"RESTORE DATABASE {DB} FROM LATEST IN '{coll}' AS OF SYSTEM TIME '{end}' "
                    "WITH new_db_name = 'prof_full'", _RESTORE_STAGES, "restore of the full")
         out += one(f"RESTORE DATABASE {DB} FROM LATEST IN '{coll}' WITH new_db_name = "
-                   "'prof_chain'", _RESTORE_STAGES, "restore of full + incremental (merge)")
+                   "'prof_chain'", _RESTORE_STAGES, "restore of full + incremental (overlay)")
         return out
     finally:
         registry.close()
@@ -474,7 +474,7 @@ def run(versions: int, rss_versions: list[int], index: bool = False, repeat: int
             (f"incremental BACKUP ({CHANGED:.0%} rows)", f"{t_inc:.3f} s",
              f"full {t_full:.2f} s", f"{t_inc / t_full:.1%}",
              f"<= {TARGET_INC_FRACTION:.0%}", _verdict(t_inc <= TARGET_INC_FRACTION * t_full)),
-            ("RESTORE full+incr (merge)", f"{t_chain:.2f} s", vac,
+            ("RESTORE full+incr (overlay)", f"{t_chain:.2f} s", vac,
              f"{t_chain / t_vac:.2f}x", "(info)", ""),
         ]
 

@@ -6,27 +6,39 @@ OFFLINE ("restoring") with new IDs, reserving their names. The job:
 
 1. (first run) fixes W, the one MVCC timestamp of every restored version;
 2. for each index span not yet done: downloads its files through the codec into a scratch
-   folder, checking each file's SHA-256 against the manifest (a swapped, truncated or
-   modified file fails here); when the span's data comes from several layers, or must be
-   read as of a time inside a revision-history layer, merges them so each key's newest
-   version by MVCC timestamp wins; ingests in C with the table prefix rewritten, as one
-   commit with its own arrival; checkpoints (pause point ``restore.after_first_chunk``);
+   folder, one after the other while the one before is ingested, checking each file's
+   SHA-256 against the manifest (a swapped, truncated or modified file fails here); ingests
+   each in C with the table prefix rewritten, as one commit with its own arrival;
+   checkpoints (pause point ``restore.after_first_chunk``). When the span's data comes from
+   several layers, or must be read as of a time inside a revision-history layer, each key's
+   newest version by MVCC timestamp must win: the files of the later layers (usually small)
+   are fetched first; for each file of the base layer (the one that exported the span from
+   time zero) an *overlay* of the later layers' keys in its key range is built against it,
+   on the fetching thread: the versions from later layers that win, and tombstones for the
+   base's live keys they deleted. The file is ingested (a version already at W is kept)
+   and the overlay written over it, at W, in one commit. The rows restored are counted
+   from the files, never from what a replayed ingest wrote;
 3. revalidates every index that was not PUBLIC (or whose table was OFFLINE) in some layer it
    came from, against its table's primary index, and rebuilds it with MVCC writes when it
    does not match — the job says which it rebuilt;
 4. brings the tables and new databases PUBLIC in one transaction.
 
-Replaying a span after a crash rewrites the same versions at W: a no-op. On failure or
+Replaying a span after a crash writes the same versions at W again (an overlay's replace
+themselves): no read sees a difference, and nothing is counted twice. On failure or
 CANCEL JOB the new tables and databases are dropped and their data removed with MVCC
 tombstones; nothing half-restored ever becomes PUBLIC.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import hashlib
+import itertools
 import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -53,13 +65,14 @@ from tidemark.kv.keys import decode_datums, index_prefix, prefix_end, table_pref
 from tidemark.kv.system import PRIMARY_INDEX_ID
 from tidemark.kv.txn import Txn
 from tidemark.storage.engine import Span
-from tidemark.storage.sqlite import merge_exports, read_export
+from tidemark.storage.sqlite import build_overlay, export_live_count, read_export
 
-__all__ = ["PAUSE_AFTER_FIRST_CHUNK", "RESTORE", "RestoreDetails", "RestoreResumer",
-           "RestoreSpan", "RestoreTable"]
+__all__ = ["PAUSE_AFTER_FIRST_CHUNK", "PAUSE_MID_SPAN", "RESTORE", "RestoreDetails",
+           "RestoreResumer", "RestoreSpan", "RestoreTable"]
 
 RESTORE = "RESTORE"
 PAUSE_AFTER_FIRST_CHUNK = "restore.after_first_chunk"
+PAUSE_MID_SPAN = "restore.mid_span"
 _READ_SIZE = 1 << 20
 _VALIDATE_BATCH = 50_000
 # Settings a full-cluster restore leaves as they are: switches for tests and debugging.
@@ -79,6 +92,56 @@ class RestoreSpan(msgspec.Struct, frozen=True, kw_only=True):
     files: list[SourceFile]
     merge: bool  # several layers, or a time inside a layer: newest version by timestamp
     as_of: int | None = None
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """Files of one span fetched and ingested at once: one file (of a single layer, or of a
+    merged span's base layer), or all of a merged span's later layers (kept until the span
+    is done: each base file's overlay reads them)."""
+
+    span: int  # index in RestoreDetails.spans
+    files: list[SourceFile]
+    later: bool = False
+    later_unit: int | None = None  # a base file's: the unit of its span's later layers
+    # A base file's share of the later layers' keys: [lo, hi), hi None for no end. The
+    # shares of a span's base files cover every key, also those between its files.
+    lo: bytes = b""
+    hi: bytes | None = None
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    """A unit's local files and, for a base file, what goes with it: its overlay (None when
+    nothing needs writing over it) and the rows (entries) the two restore."""
+
+    files: list[Path]
+    overlay: Path | None = None
+    rows: int = 0
+
+
+def _units(spans: list[RestoreSpan], todo: list[int]) -> list[_Unit]:
+    """What to fetch and ingest, in order, for the spans ``todo``."""
+    units: list[_Unit] = []
+    for i in todo:
+        span = spans[i]
+        if not span.merge or not span.files:
+            units.extend([_Unit(i, [f]) for f in span.files] or [_Unit(i, [])])
+            continue
+        # The base is the first layer listed: the one that (re)introduced the span (or,
+        # when that one held no row of it, the next: the overlay is right for any split).
+        base = sorted((f for f in span.files if f.layer_dir == span.files[0].layer_dir),
+                      key=lambda f: f.file.span.start)
+        later = [f for f in span.files if f.layer_dir != span.files[0].layer_dir]
+        later_unit = None
+        if later:
+            later_unit = len(units)
+            units.append(_Unit(i, later, later=True))
+        for j, f in enumerate(base):
+            units.append(_Unit(
+                i, [f], later_unit=later_unit, lo=f.file.span.start if j else b"",
+                hi=base[j + 1].file.span.start if j + 1 < len(base) else None))
+    return units
 
 
 class RestoreTable(msgspec.Struct, frozen=True, kw_only=True):
@@ -179,37 +242,22 @@ class RestoreResumer:
         storage = open_storage(secrets.uri, storage_context(node))
         scratch = scratch_dir(node, self.job_id)
         # The next file downloads and decodes on another thread while this one is ingested
-        # (both are C code that releases the GIL); at most two sit in scratch at once.
+        # (both are C code that releases the GIL); at most two units sit in scratch at once,
+        # besides a merged span's later layers.
         prefetch = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="restore-fetch")
         try:
             done = set(cp["done"])
             todo = [i for i in range(len(d.spans)) if i not in done]
+            units = _units(d.spans, todo)
+            per_span = collections.Counter(u.span for u in units)
+            fetched = self._fetched(prefetch, storage, key, scratch, units)
             first = True
-            # What is fetched and ingested at once: each file of a span on its own, except
-            # that the layers of a merged span are merged together first.
-            units: list[tuple[int, list[Any]]] = []
             for i in todo:
                 span = d.spans[i]
-                if span.merge or len(span.files) <= 1:
-                    units.append((i, list(span.files)))
-                else:
-                    units.extend((i, [f]) for f in span.files)
-            ahead: dict[int, concurrent.futures.Future[list[Path]]] = {}
-            for u, (i, _files) in enumerate(units):
-                for k in range(u, min(u + 2, len(units))):
-                    if k not in ahead:
-                        ahead[k] = prefetch.submit(self._fetch_files, storage, key, scratch,
-                                                   k, units[k][1])
-                span = d.spans[i]
-                self._restore_span(node, scratch, span, ahead.pop(u).result(), cp["ts"])
-                if u + 1 < len(units) and units[u + 1][0] == i:
-                    continue  # more files of this span
+                # Exactly this span's units: asking for one more would wait for its download.
+                rows = self._restore_span(ctx, span, itertools.islice(fetched, per_span[i]),
+                                          cp["ts"])
                 cp["done"] = [*cp["done"], i]
-                # What the table now holds: a single layer's files hold one live version per
-                # key; merged layers hold superseded versions and tombstones, so count those.
-                rows = node.engine.count_live(
-                    span.new_prefix, prefix_end(span.new_prefix), cp["ts"]) if span.merge \
-                    else sum(f.file.rows for f in span.files)
                 cp["rows" if span.index_id == PRIMARY_INDEX_ID else "index_entries"] += rows
                 cp["bytes"] += sum(f.file.size for f in span.files)
                 ctx.progress(len(cp["done"]) / max(1, len(d.spans)) * 0.95, checkpoint=cp)
@@ -239,9 +287,51 @@ class RestoreResumer:
             with contextlib.suppress(ProtectionError):
                 node.engine.release(cp["protection"])
 
+    def _fetched(self, prefetch: concurrent.futures.ThreadPoolExecutor,
+                 storage: ExternalStorage, key: EncryptionKey | None, scratch: Path,
+                 units: list[_Unit]) -> Iterator[tuple[_Unit, _Fetched]]:
+        """Each unit fetched (and prepared), the next one while this one is used."""
+        ahead: dict[int, concurrent.futures.Future[_Fetched]] = {}
+        laters: dict[int, concurrent.futures.Future[_Fetched]] = {}  # read by base files
+        for u, unit in enumerate(units):
+            for k in range(u, min(u + 2, len(units))):
+                if k not in ahead:
+                    # One fetch thread, in order: a base file's later layers are there first.
+                    later = None if units[k].later_unit is None else laters[units[k].later_unit]
+                    ahead[k] = prefetch.submit(self._fetch_unit, storage, key, scratch, k,
+                                               units[k], later)
+                    if units[k].later:
+                        laters[k] = ahead[k]
+            yield unit, ahead.pop(u).result()
+
+    def _fetch_unit(self, storage: ExternalStorage, key: EncryptionKey | None,
+                    scratch: Path, k: int, unit: _Unit,
+                    later: concurrent.futures.Future[_Fetched] | None) -> _Fetched:
+        """Fetch unit ``k``; for a merged span's base file, also count its rows and build
+        its overlay here, beside the ingest of the unit before (both in C)."""
+        local = self._fetch_files(storage, key, scratch, k, unit.files)
+        span = self.details.spans[unit.span]
+        if not span.merge or unit.later or not local:
+            return _Fetched(local)
+        overlay = scratch / f"u{k}-overlay.sqlite"
+        try:
+            rows = export_live_count(str(local[0]), span.as_of)
+            if later is None:
+                return _Fetched(local, None, rows)
+            stats = build_overlay([str(p) for p in later.result().files], str(local[0]),
+                                  str(overlay), lo=unit.lo, hi=unit.hi, as_of=span.as_of)
+        except BaseException:
+            for p in (*local, overlay):
+                p.unlink(missing_ok=True)
+            raise
+        if not stats.rows:
+            overlay.unlink()
+        return _Fetched(local, overlay if stats.rows else None,
+                        rows + stats.live - stats.shadowed)
+
     @staticmethod
     def _fetch_files(storage: ExternalStorage, key: EncryptionKey | None, scratch: Path,
-                     unit: int, files: list[Any]) -> list[Path]:
+                     unit: int, files: list[SourceFile]) -> list[Path]:
         """Download, check and decode ``files`` (fetch unit ``unit``) into ``scratch``."""
         local: list[Path] = []
         try:
@@ -255,26 +345,48 @@ class RestoreResumer:
             raise
         return local
 
-    def _restore_span(self, node: Any, scratch: Path, span: RestoreSpan, local: list[Path],
-                      ts: int) -> None:
-        if not local:
-            return
+    def _restore_span(self, ctx: JobContext, span: RestoreSpan,
+                      fetched: Iterator[tuple[_Unit, _Fetched]], ts: int) -> int:
+        """Ingest a span's fetched units at ``ts``; returns the rows (entries) it restores.
+
+        A single layer's files hold one live version per key: the manifest counts them.
+        A merged span counts, per base file, its live keys, less those its overlay
+        replaces or deletes, plus the overlay's live keys. Pause point
+        ``restore.mid_span``: after a merged span's first base file (the span is restored
+        again on resume)."""
+        engine = ctx.node.engine
+        rewrites = [(span.old_prefix, span.new_prefix)]
+        if not span.merge:
+            for _unit, got in fetched:
+                for path in got.files:
+                    try:
+                        engine.import_file(str(path), rewrites=rewrites, ts=ts)
+                    finally:
+                        path.unlink(missing_ok=True)
+            return sum(f.file.rows for f in span.files)
+        later: list[Path] = []
+        rows = 0
         try:
-            rewrites = [(span.old_prefix, span.new_prefix)]
-            if not span.merge:
-                for path in local:
-                    node.engine.import_file(str(path), rewrites=rewrites, ts=ts)
-                return
-            merged = scratch / "merged.sqlite"
-            try:
-                merge_exports([str(p) for p in local], str(merged))
-                node.engine.import_file(str(merged), rewrites=rewrites, ts=ts,
-                                        as_of=span.as_of)
-            finally:
-                merged.unlink(missing_ok=True)
+            for unit, got in fetched:
+                if unit.later:
+                    later = got.files
+                    continue
+                try:
+                    for base in got.files:  # (one; none for a span without files)
+                        # A base with every revision is read as of the restore's time; a
+                        # latest-only one holds a version per key already.
+                        engine.import_file(
+                            str(base), rewrites=rewrites, ts=ts, as_of=span.as_of,
+                            overlay=None if got.overlay is None else str(got.overlay))
+                        rows += got.rows
+                        ctx.pause_point(PAUSE_MID_SPAN)
+                finally:
+                    for p in (*got.files, *filter(None, [got.overlay])):
+                        p.unlink(missing_ok=True)
         finally:
-            for p in local:
+            for p in later:
                 p.unlink(missing_ok=True)
+        return rows
 
     def _restore_settings(self, node: Any, storage: ExternalStorage,
                           key: EncryptionKey | None, scratch: Path) -> None:
