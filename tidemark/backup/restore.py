@@ -53,7 +53,7 @@ from tidemark.catalog.descriptors import (
     DescState,
     TableDescriptor,
 )
-from tidemark.catalog.entries import entries_from_primary
+from tidemark.catalog.entries import entries_from_primary, index_matches_primary
 from tidemark.cloud import FileNotFound, codec, open_storage
 from tidemark.cloud.codec import CorruptFileError, DataFileError, EncryptionKey
 from tidemark.cloud.storage import ExternalStorage
@@ -61,7 +61,7 @@ from tidemark.cluster.versions import VERSION_SETTING
 from tidemark.errors import ProtectionError, TidemarkError
 from tidemark.jobs.record import JobRecord
 from tidemark.jobs.registry import JobContext, protection_owner, register_resumer
-from tidemark.kv.keys import decode_datums, index_prefix, prefix_end, table_prefix
+from tidemark.kv.keys import decode_datums, index_span, prefix_end, table_prefix
 from tidemark.kv.system import PRIMARY_INDEX_ID
 from tidemark.kv.txn import Txn
 from tidemark.storage.engine import Span
@@ -430,27 +430,20 @@ class RestoreResumer:
 
     @staticmethod
     def _rebuild_if_wrong(node: Any, table: TableDescriptor, index: Any) -> bool:
+        """Rebuild ``index`` from its table when its entries do not match what the rows
+        derive (count and fingerprint, streamed): every entry is tombstoned, then written
+        again batch by batch. The table is OFFLINE, so no query sees the steps, and a crash
+        part-way leaves an index that fails the check again when the job resumes."""
         engine = node.engine
-        ts = engine.frontier()
-        primary = index_prefix(table.id, table.primary_index.id)
-        derive = entries_from_primary(table, index)
-        expected: dict[bytes, bytes] = {}
-        start = primary
-        while True:
-            batch = engine.scan(start, prefix_end(primary), ts, limit=_VALIDATE_BATCH)
-            if not batch:
-                break
-            expected.update(derive(batch))
-            start = batch[-1][0] + b"\x00"
-        ip = index_prefix(table.id, index.id)
-        actual = dict(engine.scan(ip, prefix_end(ip), ts))
-        if actual == expected:
+        if index_matches_primary(engine, table, index, engine.frontier()):
             return False
-        fixes: list[tuple[bytes, bytes | None]] = [
-            (k, v) for k, v in expected.items() if actual.get(k) != v]
-        fixes += [(k, None) for k in actual if k not in expected]
-        fixes.sort(key=lambda kv: kv[0])
-        engine.ingest(fixes)
+        engine.delete_range(*index_span(table.id, index.id))
+        ts = engine.frontier()
+        derive = entries_from_primary(table, index)
+        start, end = index_span(table.id, table.primary_index.id)
+        while batch := engine.scan(start, end, ts, limit=_VALIDATE_BATCH):
+            engine.ingest(derive(batch))
+            start = batch[-1][0] + b"\x00"
         return True
 
     def _publish(self, txn: Txn) -> None:
