@@ -12,6 +12,7 @@ from tidemark.clock import wall_now
 from tidemark.errors import (
     FutureReadError,
     GCThresholdError,
+    PreconditionFailedError,
     ProtectionError,
     StoreError,
     TxnConflictError,
@@ -234,6 +235,21 @@ def test_import_with_prefix_rewrite(engine, tmp_path):
         (b"t9/a", t1), (b"t9/a", t3), (b"t9/b", t1), (b"t9/b", t3)]
     assert engine.get(b"t9/b", t1) == b"2"
     assert commit3 > commit2 > commit
+
+
+def test_an_import_fenced_by_a_failing_guard_writes_nothing(engine, tmp_path):
+    """A restore job that lost its lease (another node adopted it) must not write: the guard
+    is tested under the write lock, in the import's own commit."""
+    put(engine, **{"t1/a": "1", "lease": "mine"})
+    path = engine.export(str(tmp_path / "exp"), Span(b"t1/", b"t10"), 0,
+                         engine.frontier()).path
+    with pytest.raises(PreconditionFailedError):
+        engine.import_file(path, rewrites=[(b"t1/", b"t7/")],
+                           guard=(b"lease", lambda v: v == b"someone else's"))
+    assert engine.versions(b"t7/", b"t70") == []
+    commit = engine.import_file(path, rewrites=[(b"t1/", b"t7/")],
+                                guard=(b"lease", lambda v: v == b"mine"))
+    assert engine.scan(b"t7/", b"t70", commit) == [(b"t7/a", b"1")]
 
 
 def test_import_refuses_non_export_files(engine, tmp_path):

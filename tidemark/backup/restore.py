@@ -354,13 +354,12 @@ class RestoreResumer:
         replaces or deletes, plus the overlay's live keys. Pause point
         ``restore.mid_span``: after a merged span's first base file (the span is restored
         again on resume)."""
-        engine = ctx.node.engine
         rewrites = [(span.old_prefix, span.new_prefix)]
         if not span.merge:
             for _unit, got in fetched:
                 for path in got.files:
                     try:
-                        engine.import_file(str(path), rewrites=rewrites, ts=ts)
+                        ctx.import_file(str(path), rewrites=rewrites, ts=ts)
                     finally:
                         path.unlink(missing_ok=True)
             return sum(f.file.rows for f in span.files)
@@ -375,7 +374,7 @@ class RestoreResumer:
                     for base in got.files:  # (one; none for a span without files)
                         # A base with every revision is read as of the restore's time; a
                         # latest-only one holds a version per key already.
-                        engine.import_file(
+                        ctx.import_file(
                             str(base), rewrites=rewrites, ts=ts, as_of=span.as_of,
                             overlay=None if got.overlay is None else str(got.overlay))
                         rows += got.rows

@@ -20,7 +20,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from tidemark.clock import NANOS_PER_SECOND, unique_int, wall_now
 from tidemark.cluster.node import Node
@@ -47,6 +47,9 @@ LEASE_DURATION = register(
     validate=lambda v: None if v >= NANOS_PER_SECOND // 10 else "must be at least 100ms")
 ADOPT_INTERVAL_S = 0.5
 WAIT_POLL_S = 0.05
+
+
+T = TypeVar("T")
 
 
 class JobContext:
@@ -84,14 +87,22 @@ class JobContext:
                ) -> tuple[int, int]:
         """``engine.ingest_counted`` fenced by this job's lease: a process that lost the job
         (it stalled past its lease and another node adopted it) writes nothing."""
+        return self._fenced(lambda guard: self.node.engine.ingest_counted(rows, ts,
+                                                                          guard=guard))
+
+    def import_file(self, path: str, **kwargs: Any) -> int:
+        """``engine.import_file`` fenced by this job's lease, like ``ingest``."""
+        return self._fenced(lambda guard: self.node.engine.import_file(path, guard=guard,
+                                                                       **kwargs))
+
+    def _fenced(self, write: Callable[[Any], T]) -> T:
         me = self.registry.instance_id
 
         def still_ours(raw: bytes | None) -> bool:
             return raw is not None and rec_mod.decode(raw).lease_owner == me
 
         try:
-            return self.node.engine.ingest_counted(
-                rows, ts, guard=(rec_mod.job_key(self.job_id), still_ours))
+            return write((rec_mod.job_key(self.job_id), still_ours))
         except PreconditionFailedError:
             self.lost.set()
             raise _LeaseLost() from None

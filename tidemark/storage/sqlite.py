@@ -772,7 +772,8 @@ class SQLiteEngine:
 
     def import_file(self, path: str, *, rewrites: Sequence[tuple[bytes, bytes]] = (),
                     ts: int | None = None, as_of: int | None = None,
-                    revisions: bool = False, overlay: str | None = None) -> int:
+                    revisions: bool = False, overlay: str | None = None,
+                    guard: Guard | None = None) -> int:
         """Ingest an export file as one commit; returns the commit timestamp.
 
         ``rewrites`` maps old key prefixes to new ones (keys matching none are skipped when
@@ -782,6 +783,8 @@ class SQLiteEngine:
         ``(key, ts)`` is kept. Then, in the same commit, every version of the export file
         ``overlay`` (a restore's, from ``build_overlay``: tombstones too) is written at
         ``ts``, replacing what is stored there. Arrival is always the commit timestamp.
+        With ``guard`` nothing is written unless its test passes under the write lock (see
+        ``ingest``).
         """
         for p in (path, overlay):
             if p is not None and not os.path.exists(p):
@@ -820,6 +823,8 @@ class SQLiteEngine:
                     hint="import at or after its end time, or export with all revisions")
             self._restart_wal(conn)
             with self._commit_ts(conn) as commit_ts:
+                if guard is not None:
+                    self._check_guard(conn, guard)
                 if revisions:
                     max_ts = conn.execute("SELECT max(ts) FROM imp.versions").fetchall()[0][0]
                     if max_ts is not None and max_ts > commit_ts:
