@@ -802,9 +802,12 @@ class History:
              f" ends at {format_ts(end)}")
         shown = self.conn.execute(f"SHOW BACKUP FROM '{chain.subdir}' IN "
                                   f"'{self.collection}'").rows
-        listed = sorted((r[0], r[1]) for r in shown if r[3] == format_ts(end))
-        want = sorted((db, t) for db, tables in chain.targets.of(state).items()
-                      for t in tables)
+        listed = sorted(((r[0], r[1]) for r in shown if r[3] == format_ts(end)),
+                        key=repr)
+        # A database without tables shows once, with no table name (and a cluster with no
+        # database at all as one row of NULLs): every layer is listed.
+        want = sorted(((db, t) for db, tables in chain.targets.of(state).items()
+                       for t in (tables or [None])), key=repr) or [(None, None)]
         assert listed == want, \
             f"SHOW BACKUP lists {listed} in the layer ending at {format_ts(end)}, the " \
             f"targets ({chain.targets.describe()}) had {want} then"
