@@ -279,6 +279,7 @@ def aost_sql(ts: int | None) -> str:
 # sorted); the source then: database name -> table name -> table.
 TableState = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
 State = dict[str, dict[str, TableState]]
+Ids = dict[str, tuple[int, dict[str, int]]]  # database -> (its ID, table -> ID)
 
 
 def sort_key(row: Sequence[Any]) -> tuple[Any, ...]:
@@ -311,18 +312,37 @@ class Targets:
     def describe(self) -> str:
         return self.sql().strip() or "the cluster"
 
-    def of(self, state: State) -> State:
-        """What of ``state`` these targets hold: what a restore to that time gives."""
+    def of(self, state: State, ids: Ids | None = None,
+           covered: frozenset[int] | None = None) -> State:
+        """What of ``state`` these targets hold: what a restore to that time gives. A name
+        is resolved when each layer ends: with ``ids`` (the descriptor IDs then) only the
+        objects ``covered`` count (what the names meant at the end of the layer restored,
+        and of the layer before it), not another object that had the name at some time."""
+        def ok(db: str, t: str | None = None) -> bool:
+            if covered is None or ids is None:
+                return True
+            return (ids[db][0] if t is None else ids[db][1][t]) in covered
+
         if self.kind == "cluster":
             return {db: dict(tables) for db, tables in state.items()}
         if self.kind == "databases":
-            return {db: dict(state[db]) for db in self.names if db in state}
+            return {db: dict(state[db]) for db in self.names if db in state and ok(db)}
         out: State = {}
         for q in self.names:
             db, t = q.split(".")
-            if t in state.get(db, {}):
+            if t in state.get(db, {}) and ok(db, t):
                 out.setdefault(db, {})[t] = state[db][t]
         return out
+
+    def ids_of(self, ids: Ids) -> frozenset[int]:
+        """The IDs of the objects these names resolve to (a layer ending then covers)."""
+        if self.kind == "cluster":
+            return frozenset(i for db, (db_id, tables) in ids.items()
+                             for i in (db_id, *tables.values()))
+        if self.kind == "databases":
+            return frozenset(ids[db][0] for db in self.names if db in ids)
+        return frozenset(ids[db][1][t] for db, _, t in (q.partition(".") for q in self.names)
+                         if t in ids.get(db, (0, {}))[1])
 
     def missing(self, state: State) -> str | None:
         """The SQLSTATE a backup of these targets fails with at ``state`` (a target gone)."""
@@ -341,6 +361,7 @@ class Targets:
 class Layer:
     end: int
     state: State
+    covered: frozenset[int]  # the IDs the targets resolved to at its end
 
 
 @dataclass
@@ -373,6 +394,7 @@ class History:
         self.step_no = 0
         self.stats: dict[str, int] = {}
         self.paused: list[tuple[Table, Idx, int]] = []  # CREATE INDEX jobs paused mid backfill
+        self.ids: dict[int, Ids] = {}  # the descriptor IDs at each time a state was read
 
     def count(self, what: str) -> None:
         self.stats[what] = self.stats.get(what, 0) + 1
@@ -403,8 +425,11 @@ class History:
         return self.conn.execute(f"SELECT * FROM {t.qname}").rows
 
     def state_at(self, ts: int) -> State:
-        """The source at ``ts``: its databases, their tables, indexes and rows."""
-        return read_state(self.conn, f"BEGIN AS OF SYSTEM TIME {format_ts(ts)}", KNOWN_DBS)
+        """The source at ``ts``: its databases, their tables, indexes and rows (and, in
+        ``self.ids``, their descriptor IDs then)."""
+        state = read_state(self.conn, f"BEGIN AS OF SYSTEM TIME {format_ts(ts)}", KNOWN_DBS)
+        self.ids[ts] = read_ids(self.conn, ts, state)
+        return state
 
     def check_model(self, state: State) -> None:
         """The source holds what the test thinks it made (databases, tables, PUBLIC
@@ -797,7 +822,7 @@ class History:
         else:
             assert end == as_of
             self.count("backups in the past")
-        chain.layers.append(Layer(end, state))
+        chain.layers.append(Layer(end, state, chain.targets.ids_of(self.ids[end])))
         note(f"  -> layer {len(chain.layers)} of {chain.subdir} ({chain.targets.describe()})"
              f" ends at {format_ts(end)}")
         shown = self.conn.execute(f"SHOW BACKUP FROM '{chain.subdir}' IN "
@@ -850,7 +875,14 @@ class History:
         src = "LATEST" if latest else f"'{chain.subdir}'"
         aost = aost_sql(ts)
         frm = f"FROM {src} IN '{self.collection}'{aost}"
-        want = chain.targets.of(state)
+        # The layer restored: its targets, and inside it those of the layer before.
+        k = len(chain.layers) - 1 if ts is None else \
+            next(i for i, layer in enumerate(chain.layers) if ts <= layer.end)
+        covered = chain.layers[k].covered
+        if ts is not None and ts < chain.layers[k].end and k > 0:
+            covered |= chain.layers[k - 1].covered
+        at = chain.layers[k].end if ts is None else ts
+        want = chain.targets.of(state, self.ids.get(at), covered)
         where = (f"RESTORE of {chain.subdir} ({chain.targets.describe()}) at "
                  f"{format_ts(ts) if ts is not None else 'its end'} ({when(chain, ts)})")
         note(f"-- {where}: the source had {describe(state)}, of which the targets "
@@ -1025,6 +1057,24 @@ def when(chain: Chain, ts: int | None) -> str:
         if ts < layer.end:
             return f"inside layer {k + 1}" if k else "before the full backup's end"
     return "after the chain"
+
+
+def read_ids(conn: Any, ts: int, state: State) -> Ids:
+    """The descriptor IDs of the databases and tables of ``state`` (read at ``ts``)."""
+    from tidemark.catalog import catalog
+
+    def read(txn: Any) -> Ids:
+        out: Ids = {}
+        for db, tables in state.items():
+            db_desc = catalog.database_by_name(txn, db)
+            out[db] = (db_desc.id, {t: catalog.table_by_name(txn, db_desc.id, t).id
+                                    for t in tables})
+        return out
+    txn = conn.node.db.txn(ts)
+    try:
+        return read(txn)
+    finally:
+        txn.rollback()
 
 
 def read_state(conn: Any, begin: str, dbs: Sequence[str]) -> State:
