@@ -356,9 +356,15 @@ def test_backfill_with_a_concurrent_writer(store):
     try:
         wait_until(lambda: writer.ops >= 20 or writer.errors, "the writer to start")
         for sql in index_sql:
+            # Paused after its first chunk (index WRITE_ONLY, half backfilled) until the
+            # writer has written more, then resumed with the writer still going: every
+            # build surely overlaps writes (timing alone left some without one).
+            job_id = pause_at_first_chunk(conn, sql)
             before = writer.ops
-            conn.execute(sql)
-            assert writer.ops > before, f"no concurrent write during {sql}"
+            wait_until(lambda before=before: writer.ops >= before + 5 or writer.errors,
+                       f"writes while {sql} is paused")
+            conn.execute(f"RESUME JOB {job_id}")
+            assert wait_complete(conn, job_id)["status"] == "succeeded"
         time.sleep(0.05)
     finally:
         writer.stop.set()
