@@ -395,6 +395,46 @@ def test_an_incremental_finishing_while_another_joins_the_chain_fails_and_leaves
         conn.close()
 
 
+@pytest.mark.parametrize("statement", ["BACKUP", "RESTORE"])
+def test_a_job_that_died_after_its_work_but_before_it_was_marked_done_finishes(
+        tmp_path, monkeypatch, statement):
+    """A process can die after a job did all its work (the manifest written, the tables
+    published) but before the job is recorded as succeeded: the job then runs again and
+    must find what it needs, its credentials above all, and succeed."""
+    from tidemark.jobs import registry as registry_mod
+    uri = f"file://{tmp_path / 'coll'}"
+    conn = connect(tmp_path / "s")
+    try:
+        fill(conn, "t", 300)
+        conn.execute("CREATE DATABASE r")
+        if statement == "RESTORE":
+            conn.execute(f"BACKUP TABLE t INTO '{uri}'")
+        sql = (f"BACKUP TABLE t INTO '{uri}'" if statement == "BACKUP" else
+               f"RESTORE TABLE t FROM LATEST IN '{uri}' WITH into_db = 'r'")
+        real_finish = registry_mod.Registry._finish
+        died = []
+
+        def finish(self, job_id, change):
+            if change is registry_mod._succeeded and not died:
+                died.append(job_id)  # the process "dies" here: nothing more is recorded
+                raise registry_mod._LeaseLost()
+            return real_finish(self, job_id, change)
+
+        monkeypatch.setattr(registry_mod.Registry, "_finish", finish)
+        conn.execute(sql)  # waits for the job, which runs again
+        (job_id,) = died
+        assert when_complete(conn, job_id)["status"] == "succeeded"
+        assert conn.node.engine.get_secret(
+            conn.registry.get(job_id).details["secret_ref"]) is None
+        assert conn.node.engine.protected_records() == []
+        if statement == "RESTORE":
+            assert fingerprints(conn, "r.t") == fingerprints(conn, "defaultdb.t")
+        else:
+            assert len(show_backups(conn, uri)) == 1
+    finally:
+        conn.close()
+
+
 # -- 2. pause and resume a RESTORE ------------------------------------------------------------
 
 

@@ -524,7 +524,6 @@ class BackupResumer:
                     destination.release_lock(storage, d.full_subdir, self.job_id,
                                              name=manifest.CHAIN_LOCK)
             destination.release_lock(storage, d.layer_dir, self.job_id)
-        node.engine.delete_secret(d.secret_ref)
 
     # -- failure -------------------------------------------------------------------------
 
@@ -537,7 +536,6 @@ class BackupResumer:
         try:
             storage = open_storage(secrets.uri, storage_context(node))
         except TidemarkError:
-            node.engine.delete_secret(d.secret_ref)
             return
         try:
             self._cleanup(node, storage, ctx.checkpoint, keep_files=False)

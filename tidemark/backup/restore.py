@@ -279,7 +279,6 @@ class RestoreResumer:
             ctx.progress(checkpoint=cp)
         node.db.run(self._publish)
         self._release(node, cp)
-        node.engine.delete_secret(d.secret_ref)
 
     @staticmethod
     def _release(node: Any, cp: dict[str, Any]) -> None:
@@ -484,7 +483,6 @@ class RestoreResumer:
         for t in d.tables:
             p = table_prefix(t.new_id)
             node.engine.delete_range(p, prefix_end(p))
-        node.engine.delete_secret(d.secret_ref)
 
 
 def restored_descriptor(old: TableDescriptor, new_id: int, parent_id: int

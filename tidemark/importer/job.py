@@ -304,13 +304,10 @@ class ImportResumer:
         return None
 
     def _release(self, node: Node, cp: dict[str, Any]) -> None:
-        """The job has ended: its protection and its file URIs go."""
         ids = {cp.get("protection"), self._protection(node)} - {None}
         for record_id in ids:
             with contextlib.suppress(ProtectionError):
                 node.engine.release(str(record_id))
-        if self.details.secret_ref:
-            node.engine.delete_secret(self.details.secret_ref)
 
 
 register_resumer(IMPORT, ImportResumer)

@@ -326,14 +326,20 @@ class Registry:
             return True
         return self.db.run(f)
 
-    def _ended(self, job_id: int) -> None:
-        """The job is over for good: every protected timestamp it holds goes, also one it
-        made and never recorded before a crash (a leak would hold GC back forever)."""
-        owner = protection_owner(job_id)
-        for record in self.db.engine.protected_records():
-            if record.owner == owner:
+    def _ended(self, record: JobRecord) -> None:
+        """The job is over for good, and says so: every protected timestamp it holds goes,
+        also one it made and never recorded before a crash (a leak would hold GC back
+        forever), and so do its credentials (``details["secret_ref"]``: the job-secrets
+        row of a BACKUP, RESTORE or IMPORT). Not before: a job that did its work but died
+        before it was marked done runs again, and needs them."""
+        owner = protection_owner(record.id)
+        for protection in self.db.engine.protected_records():
+            if protection.owner == owner:
                 with contextlib.suppress(ProtectionError):
-                    self.db.engine.release(record.id)
+                    self.db.engine.release(protection.id)
+        ref = record.details.get("secret_ref") if isinstance(record.details, dict) else None
+        if ref:
+            self.db.engine.delete_secret(ref)
 
     def _heartbeat(self, ctx: JobContext, done: threading.Event) -> None:
         try:
@@ -400,7 +406,7 @@ class Registry:
                 raise _Canceled()
             resumer.resume(ctx)
             if self._finish(record.id, _succeeded):
-                self._ended(record.id)
+                self._ended(record)
         except (_Paused, _LeaseLost):
             pass
         except _Canceled:
@@ -435,13 +441,14 @@ class Registry:
             def revert_failed(rec: JobRecord) -> None:
                 rec.status, rec.error, rec.finished = Status.FAILED, message, wall_now()
                 rec.lease_owner = ""
-            self._finish(record.id, revert_failed)
+            if self._finish(record.id, revert_failed):
+                self._ended(record)
             return
 
         def ended(rec: JobRecord) -> None:
             rec.status, rec.finished, rec.lease_owner = final, wall_now(), ""
         if self._finish(record.id, ended):
-            self._ended(record.id)
+            self._ended(record)
 
     # -- waiting and adoption ------------------------------------------------------------
 
