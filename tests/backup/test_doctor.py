@@ -346,8 +346,15 @@ def test_import_offline_in_the_previous_layer(tmp_path, testing_env, unsafe):
         assert code == 0, problems(doc)
         notes = [n["message"] for n in doc["chains"][0]["notes"]]
         assert any("OFFLINE (importing)" in n for n in notes)
+        ran = [c for c in doc["chains"][0]["checks"] if c["check"] == "semantic.import_cap"]
+        assert any("read before their import" in c["details"] for c in ran), ran
         return
     assert code == 1
+    # The full backup read the importing table as it was at its end, imported rows and all:
+    # RESTORE refuses that layer.
+    [cap] = problems(doc, "semantic.import_cap")
+    assert cap["table"] == "d.t" and "not below the import's timestamp" in cap["message"]
+    assert any(p["layer"] == cap["layer"] for p in problems(doc, "deep.restore"))
     found = problems(doc, "semantic.reintroduce")
     assert {p["index"] for p in found} == {"t_pkey", "t_v"}
     assert all("its table was OFFLINE (importing)" in p["message"] for p in found)

@@ -33,7 +33,12 @@ semantic (manifests only; DESIGN.md "Backup")
     ``semantic.not_public``  (warning) a layer exported the span of an index that was not
                              PUBLIC, or of a table being restored: what the unsafe testing
                              mode does; restores never show such an index, but it is a sign
-                             the layers were planned without the schema-state rules.
+                             the layers were planned without the schema-state rules;
+    ``semantic.import_cap``  every file of a table importing at a layer's end was read just
+                             below the import's timestamp (its manifest's ``read_at``), so the
+                             layer holds the table as it was before the import; a file read
+                             later holds part of the import, and RESTORE refuses that layer
+                             (manifests from before ``read_at`` was recorded: a note).
 
 deep (``deep=True``; restores, so costs about one restore of the chain per layer)
     for each layer's end time, RESTORE every database of the chain up to that layer into a
@@ -145,6 +150,7 @@ CHECKS = {
     "structural.coverage": "each span continuous from time zero up to each layer",
     "semantic.reintroduce": "index/table back to PUBLIC re-exported from time zero",
     "semantic.not_public": "spans exported while their index or table was not PUBLIC",
+    "semantic.import_cap": "tables importing at a layer's end read as before the import",
     "deep.restore": "RESTORE up to the layer's end time succeeds",
     "deep.rebuild": "RESTORE did not have to rebuild an index",
     "deep.index": "secondary indexes equal what the primary index derives",
@@ -844,6 +850,7 @@ class _ChainCheck:
             if not self._not_public(k, names):
                 self.ran(layer.dir, "semantic.not_public",
                          f"{len(layer.manifest.spans)} span(s) of PUBLIC indexes")
+            self._import_cap(k, names)
             if k == 0:
                 continue
             found = 0
@@ -904,6 +911,39 @@ class _ChainCheck:
                          "backup was planned without the schema-state rules (the unsafe "
                          "testing mode?)", table=tname, index=iname, span=span)
         return found
+
+    def _import_cap(self, k: int, names: _Names) -> None:
+        layer = self.layers[k]
+        m, importing, checked = layer.manifest, {}, 0
+        for t in names.tables.values():
+            if t.state is DescState.OFFLINE and t.offline_reason == IMPORTING and t.import_ts:
+                importing[t.id] = t
+        for f in m.files:
+            try:
+                t = importing.get(_span_ids(f.span.start)[0])
+            except Exception:
+                continue
+            if t is None:
+                continue
+            if f.read_at is None:
+                self.report.notes.append(Note(
+                    "semantic.import_cap", layer.dir, "skipped: the manifest does not record "
+                    "when its files were read (written by an older binary)"))
+                return
+            checked += 1
+            if f.read_at >= t.import_ts:
+                tname = names.table_name(t)
+                self.problem(
+                    "error", "semantic.import_cap", layer.dir,
+                    f'{layer.dir} holds {f.path} of table "{tname}", importing at its end, '
+                    f"read at {format_ts(f.read_at)}, not below the import's timestamp "
+                    f"{format_ts(t.import_ts)}: the file holds part of the import, and a "
+                    "RESTORE of this layer refuses the table (the unsafe testing mode?)",
+                    table=tname, span=f.span)
+                return
+        self.ran(layer.dir, "semantic.import_cap",
+                 f"{checked} file(s) of importing tables read before their import" if checked
+                 else "no table importing")
 
     def _reintroduce_problem(self, k: int, tname: str, t: TableDescriptor, index: Index,
                              why: tuple[str, str], span: Span) -> None:

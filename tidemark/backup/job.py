@@ -345,8 +345,9 @@ class BackupResumer:
             size = storage.write(_join(d.layer_dir, name), encoded_chunks(local, key, hasher))
             if change is not None:
                 fp = change.result()  # computed while the file was exported and stored
+            read_at = d.end_time if item.ts_cap is None else min(item.ts_cap, d.end_time)
             return BackupFile(span=item.part, path=name, rows=stats.rows, size=size,
-                              sha256=hasher.hexdigest()), fp
+                              sha256=hasher.hexdigest(), read_at=read_at), fp
         finally:
             if change is not None:
                 concurrent.futures.wait([change])  # nothing left running on failure
@@ -470,8 +471,8 @@ class BackupResumer:
                 # Unsafe mode, or no earlier value: read the index at the layer's time.
                 read_at = self.details.end_time if cap is None else min(cap,
                                                                        self.details.end_time)
-                value = fingerprint.fingerprint(
-                    node.engine.scan(span.start, span.end, read_at), len(span.start))
+                value = fingerprint.span_fingerprint(
+                    node.engine, Span(span.start, span.end), read_at, len(span.start))
             elif window == "arrival":
                 value += old  # type: ignore[operator]
             out.setdefault(table_id, {})[index_id] = value & fingerprint.MASK

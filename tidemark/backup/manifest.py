@@ -129,6 +129,9 @@ class BackupFile(msgspec.Struct, frozen=True):
     rows: int
     size: int  # bytes as stored (after compression and encryption)
     sha256: str  # hex SHA-256 of the stored bytes
+    # The MVCC time it was read at: the layer's end, or just below an IMPORT's timestamp
+    # for a table importing then. None in manifests written before it was recorded.
+    read_at: int | None = None
 
 
 class DescriptorEntry(msgspec.Struct, frozen=True):
