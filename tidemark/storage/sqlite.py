@@ -868,6 +868,14 @@ class SQLiteEngine:
         self._checkpoint_beside()
         return commit_ts
 
+    def wait_checkpoint(self) -> None:
+        """Wait for the background WAL checkpoint a big import started, if one runs (a
+        benchmark measuring something else waits so the two do not overlap)."""
+        with self._conns_lock:
+            pending = self._checkpointing
+        if pending is not None:
+            pending.result()
+
     def _checkpoint_beside(self) -> None:
         """A passive WAL checkpoint on the helper thread (one at a time): it copies what
         readers no longer need into the store while writers go on appending to the WAL."""
