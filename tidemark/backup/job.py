@@ -345,13 +345,19 @@ class BackupResumer:
             size = storage.write(_join(d.layer_dir, name), encoded_chunks(local, key, hasher))
             if change is not None:
                 fp = change.result()  # computed while the file was exported and stored
-            read_at = d.end_time if item.ts_cap is None else min(item.ts_cap, d.end_time)
             return BackupFile(span=item.part, path=name, rows=stats.rows, size=size,
-                              sha256=hasher.hexdigest(), read_at=read_at), fp
+                              sha256=hasher.hexdigest(),
+                              read_at=self._read_at(item.ts_cap)), fp
         finally:
             if change is not None:
                 concurrent.futures.wait([change])  # nothing left running on failure
             local.unlink(missing_ok=True)
+
+    def _read_at(self, ts_cap: int | None) -> int:
+        """The MVCC time a part is read at: the layer's end, or its cap (just below an
+        IMPORT's timestamp) when lower."""
+        end = self.details.end_time
+        return end if ts_cap is None else min(ts_cap, end)
 
     def _fingerprint_part(self, node: Node, item: WorkItem, local: Path) -> int:
         """What this part adds to its index's fingerprint as of the layer's read time.
@@ -362,9 +368,8 @@ class BackupResumer:
         proportional to the change, not to the index). With the C extension, arrival-window
         parts are fingerprinted beside their export instead (``_export_one``).
         """
-        d = self.details
         plen = len(item.span.start)
-        read_at = d.end_time if item.ts_cap is None else min(d.end_time, item.ts_cap)
+        read_at = self._read_at(item.ts_cap)
         if item.start_ts == 0:
             fp = export_fingerprint(str(local), plen, read_at)  # in C, when built
             if fp is None:
@@ -469,8 +474,7 @@ class BackupResumer:
             old = None if prev is None else prev.fingerprints.get(table_id, {}).get(index_id)
             if (window == "mvcc" and start > 0) or (window == "arrival" and old is None):
                 # Unsafe mode, or no earlier value: read the index at the layer's time.
-                read_at = self.details.end_time if cap is None else min(cap,
-                                                                       self.details.end_time)
+                read_at = self._read_at(cap)
                 value = fingerprint.span_fingerprint(
                     node.engine, Span(span.start, span.end), read_at, len(span.start))
             elif window == "arrival":
