@@ -450,3 +450,23 @@ def test_the_registry_releases_what_a_job_protected_once_it_has_ended(conn, then
         res = conn.execute(f"SHOW JOB WHEN COMPLETE {job_id}")
         assert dict(zip(res.columns, res.rows[0], strict=True))["status"] == "canceled"
     assert conn.node.engine.protected_records() == []
+
+
+def test_adoption_frees_what_an_ended_job_still_holds(conn):
+    """A process that died between recording a job's end and freeing its protection and
+    credentials left them behind: the next adoption pass frees them."""
+    from tidemark.jobs.registry import protection_owner, register_resumer
+    from tidemark.storage.engine import KEY_MAX, Span
+    register_resumer("TEST PROTECTING", _Protecting)
+    job_id = conn.node.db.run(lambda txn: conn.registry.create(
+        txn, "TEST PROTECTING", "ends", {"then": "succeed", "secret_ref": "secret-test"}))
+    conn.registry.wait(job_id)
+    engine = conn.node.engine
+    assert engine.protected_records() == [] and engine.get_secret("secret-test") is None
+    # What a crash right after the job was recorded as succeeded would have left:
+    engine.protect(engine.frontier(), [Span(b"", KEY_MAX)], owner=protection_owner(job_id))
+    engine.put_secret("secret-test", b"credentials")
+    engine.protect(engine.frontier(), [Span(b"", KEY_MAX)], owner="job 12345")  # no such job
+    conn.registry.adopt_once()
+    assert [r.owner for r in engine.protected_records()] == ["job 12345"]
+    assert engine.get_secret("secret-test") is None

@@ -341,6 +341,14 @@ class Registry:
         if ref:
             self.db.engine.delete_secret(ref)
 
+    def _sweep(self, records: list[JobRecord]) -> None:
+        held = {p.owner for p in self.db.engine.protected_records()}
+        secrets = set(self.db.engine.secret_owners())
+        for rec in records:
+            ref = rec.details.get("secret_ref") if isinstance(rec.details, dict) else None
+            if rec.status.terminal and (protection_owner(rec.id) in held or ref in secrets):
+                self._ended(rec)
+
     def _heartbeat(self, ctx: JobContext, done: threading.Event) -> None:
         try:
             self._beat(ctx, done)
@@ -499,9 +507,12 @@ class Registry:
             self._adopter.start()
 
     def adopt_once(self) -> int:
-        """Claim and run every job whose lease is free; returns how many ran."""
+        """Claim and run every job whose lease is free; returns how many ran. Also frees
+        what an ended job still holds (``_ended``: a process died between recording the end
+        and freeing it)."""
         now = wall_now()
         records = self.db.run(self.all)
+        self._sweep(records)
         ran = 0
         for rec in records:
             if self._stop_adopting.is_set():

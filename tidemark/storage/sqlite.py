@@ -258,7 +258,7 @@ class SQLiteEngine:
         _pragmas(conn, "synchronous=NORMAL", f"cache_size=-{self._cache_kib}",
                  f"mmap_size={DEFAULT_MMAP_BYTES}",
                  f"wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
-        native.load(conn)  # tm_fingerprint, when built: see fingerprint_changes()
+        native.load(conn)  # tm_fingerprint(_delta), when built: see fingerprint_change()
         self._local.conn = conn
         with self._conns_lock:
             self._conns.append(conn)
@@ -1010,6 +1010,9 @@ class SQLiteEngine:
         rows = self._conn().execute("SELECT data FROM job_secrets WHERE owner = ?",
                                     (owner,)).fetchall()
         return rows[0][0] if rows else None
+
+    def secret_owners(self) -> list[str]:
+        return [o for (o,) in self._conn().execute("SELECT owner FROM job_secrets")]
 
     def delete_secret(self, owner: str) -> None:
         self._conn().execute("DELETE FROM job_secrets WHERE owner = ?", (owner,))
