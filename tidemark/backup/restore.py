@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import contextlib
 import hashlib
 import itertools
 import shutil
@@ -58,7 +57,7 @@ from tidemark.cloud import FileNotFound, codec, open_storage
 from tidemark.cloud.codec import CorruptFileError, DataFileError, EncryptionKey
 from tidemark.cloud.storage import ExternalStorage
 from tidemark.cluster.versions import VERSION_SETTING
-from tidemark.errors import ProtectionError, TidemarkError
+from tidemark.errors import TidemarkError
 from tidemark.jobs.record import JobRecord
 from tidemark.jobs.registry import JobContext, protection_owner, register_resumer
 from tidemark.kv.keys import decode_datums, index_span, prefix_end, table_prefix
@@ -234,10 +233,10 @@ class RestoreResumer:
             # remaining writes at W.
             spans = [Span(table_prefix(t.new_id), prefix_end(table_prefix(t.new_id)))
                      for t in d.tables]
-            protection = node.engine.protect(ts, spans, owner=protection_owner(self.job_id)).id \
-                if spans else None
+            if spans:  # freed by the registry when the job ends
+                node.engine.protect(ts, spans, owner=protection_owner(self.job_id))
             cp = {"ts": ts, "done": [], "rows": 0, "index_entries": 0, "bytes": 0,
-                  "rebuilt": [], "protection": protection}
+                  "rebuilt": []}
             ctx.progress(0.0, checkpoint=cp, running_status="restoring data")
         storage = open_storage(secrets.uri, storage_context(node))
         scratch = scratch_dir(node, self.job_id)
@@ -277,14 +276,7 @@ class RestoreResumer:
             cp["rebuilt"] = self._revalidate(node)
             cp["validated"] = True
             ctx.progress(checkpoint=cp)
-        node.db.run(self._publish)
-        self._release(node, cp)
-
-    @staticmethod
-    def _release(node: Any, cp: dict[str, Any]) -> None:
-        if cp.get("protection"):
-            with contextlib.suppress(ProtectionError):
-                node.engine.release(cp["protection"])
+        node.db.run(self._publish)  # the registry frees its protection once it has ended
 
     def _fetched(self, prefetch: concurrent.futures.ThreadPoolExecutor,
                  storage: ExternalStorage, key: EncryptionKey | None, scratch: Path,
@@ -479,7 +471,6 @@ class RestoreResumer:
                         catalog.set_name(txn, 0, desc.name, None)
 
         node.db.run(drop)
-        self._release(node, ctx.checkpoint)
         for t in d.tables:
             p = table_prefix(t.new_id)
             node.engine.delete_range(p, prefix_end(p))

@@ -15,7 +15,7 @@ descriptor still PUBLIC). The job:
    the chunk's arrival) — pause point ``import.after_first_chunk`` after the first chunk;
 3. validates: the primary index holds the old rows plus the imported ones, and every
    secondary index one entry per row (a UNIQUE index with fewer has a duplicate: named);
-4. brings the table back PUBLIC and releases the protection.
+4. brings the table back PUBLIC (the jobs registry frees the protection once it ends).
 
 Duplicates among imported rows show up at ingest: a key already stored at S is not written
 again (``ingest_counted``), and ``arrivals_at`` then tells a duplicate (stored by an earlier,
@@ -36,7 +36,6 @@ changed since.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,7 @@ from tidemark.catalog.rowcodec import decode_row
 from tidemark.cloud import StorageContext, open_file, redact_uri
 from tidemark.cluster.node import Node
 from tidemark.cluster.settings import Kind, register
-from tidemark.errors import ProtectionError, SQLError, TidemarkError
+from tidemark.errors import SQLError, TidemarkError
 from tidemark.importer.csvread import Chunk, FileCursor, RowError, read_chunks
 from tidemark.importer.encode import RowEncoder, duplicate_reason
 from tidemark.importer.plan import IMPORT, OFFLINE_REASON, ImportDetails, file_uris
@@ -120,8 +119,7 @@ class ImportResumer:
         if not _ours(table, d):
             if cp["file"] >= len(d.files) and isinstance(table, TableDescriptor) and \
                     table.state is DescState.PUBLIC:
-                self._release(node, cp)  # published just before a crash: done
-                return
+                return  # published just before a crash: done
             raise SQLError(f'table "{d.table_name}" was dropped or changed during IMPORT',
                            code="42P01")
         assert isinstance(table, TableDescriptor)
@@ -153,14 +151,14 @@ class ImportResumer:
             ctx.progress(self._fraction(cp), checkpoint=cp)
         ctx.progress(running_status="validating")
         self._validate(node, table, cp)
+        # The registry frees the protection once the job has ended.
         node.db.run(lambda txn: _publish(txn, d))
-        self._release(node, cp)
 
     def _start(self, ctx: JobContext) -> dict[str, Any]:
         """First run: protect the history below S, measure the files and the table."""
         node, d = ctx.node, self.details
-        record_id = self._protection(node) or node.engine.protect(
-            d.ts - 1, [Span(*table_span(d.table_id))], owner=self.owner).id
+        if self._protection(node) is None:  # a run that died here made one already
+            node.engine.protect(d.ts - 1, [Span(*table_span(d.table_id))], owner=self.owner)
         sctx = storage_context(node)
         sizes = []
         for uri in file_uris(node.engine, d):
@@ -179,7 +177,7 @@ class ImportResumer:
         cp: dict[str, Any] = {
             "file": 0, "offset": 0, "line": 0, "file_rows": 0, "done_bytes": 0,
             "sizes": sizes, "total_bytes": sum(sizes), "rows": 0, "index_entries": 0,
-            "bytes": 0, "arrival": d.ts, "pre_rows": pre_rows, "protection": record_id,
+            "bytes": 0, "arrival": d.ts, "pre_rows": pre_rows,
         }
         ctx.progress(0.0, checkpoint=cp, running_status="importing")
         return cp
@@ -293,7 +291,6 @@ class ImportResumer:
         if _ours(table, d):
             node.engine.revert_range(*table_span(d.table_id), d.ts, d.ts)
             node.db.run(lambda txn: _publish(txn, d))
-        self._release(node, ctx.checkpoint)
 
     # -- protection ----------------------------------------------------------------------
 
@@ -302,12 +299,6 @@ class ImportResumer:
             if record.owner == self.owner:
                 return record.id
         return None
-
-    def _release(self, node: Node, cp: dict[str, Any]) -> None:
-        ids = {cp.get("protection"), self._protection(node)} - {None}
-        for record_id in ids:
-            with contextlib.suppress(ProtectionError):
-                node.engine.release(str(record_id))
 
 
 register_resumer(IMPORT, ImportResumer)

@@ -24,7 +24,7 @@ from tidemark.catalog.entries import entries_from_primary, entry_encoder
 from tidemark.catalog.rowcodec import decode_row
 from tidemark.catalog.types import format_value
 from tidemark.cluster.settings import Kind, register
-from tidemark.errors import ProtectionError, SQLError, TidemarkError
+from tidemark.errors import SQLError, TidemarkError
 from tidemark.jobs.record import JobRecord
 from tidemark.jobs.registry import JobContext, protection_owner, register_resumer
 from tidemark.kv.db import DB
@@ -147,11 +147,10 @@ class IndexResumer:
                                                        IndexState.WRITE_ONLY))
             read_ts = db.now()  # after WRITE_ONLY committed: later writes maintain the index
             start, end = index_span(d.table_id, table.primary_index.id)
-            record = db.engine.protect(read_ts, [Span(*table_span(d.table_id))],
-                                       owner=protection_owner(ctx.job_id))
+            db.engine.protect(read_ts, [Span(*table_span(d.table_id))],
+                              owner=protection_owner(ctx.job_id))  # freed when the job ends
             cp = {"read_ts": read_ts, "resume_key": start, "end_key": end, "done": 0,
-                  "total": db.engine.count_versions(start, end),  # estimate, for progress
-                  "protection": record.id}
+                  "total": db.engine.count_versions(start, end)}  # estimate, for progress
             ctx.progress(0.0, checkpoint=cp, running_status="backfilling")
         table, index = self._target(db)
         batch = int(ctx.node.settings.get(BACKFILL_BATCH_SIZE.name))
@@ -172,7 +171,6 @@ class IndexResumer:
         self._target(db)  # the table or index may have been dropped meanwhile
         validate_index(db, d.table_id, d.index_id, read_ts)
         db.run(lambda txn: set_index_state(txn, d.table_id, d.index_id, IndexState.PUBLIC))
-        self._release(ctx)
 
     def _target(self, db: DB) -> tuple[TableDescriptor, Index]:
         d = self.details
@@ -188,16 +186,6 @@ class IndexResumer:
     def on_fail_or_cancel(self, ctx: JobContext, error: TidemarkError | None) -> None:
         # A half-built index goes; a half-dropped one is unusable already: finish the drop.
         remove_index(ctx.node.db, self.details.table_id, self.details.index_id)
-        self._release(ctx)
-
-    @staticmethod
-    def _release(ctx: JobContext) -> None:
-        record_id = ctx.checkpoint.get("protection")
-        if record_id:
-            try:
-                ctx.node.engine.release(record_id)
-            except ProtectionError:
-                pass  # released before a crash
 
 
 register_resumer(SCHEMA_CHANGE, IndexResumer)

@@ -874,7 +874,7 @@ class SQLiteEngine:
         with self._conns_lock:
             pending = self._checkpointing
         if pending is not None:
-            pending.result()
+            concurrent.futures.wait([pending])
 
     def _checkpoint_beside(self) -> None:
         """A passive WAL checkpoint on the helper thread (one at a time): it copies what
@@ -903,10 +903,7 @@ class SQLiteEngine:
         as much again."""
         if self._wal_frames < self._wal_wait_at:
             return
-        with self._conns_lock:
-            pending = self._checkpointing
-        if pending is not None:
-            concurrent.futures.wait([pending])
+        self.wait_checkpoint()
         frames = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0][1]
         self._wal_wait_at = frames + WAL_RESTART_PAGES
 
