@@ -6,14 +6,14 @@ import pytest
 
 import tidemark
 from tidemark.backup import restore
-from tidemark.catalog import catalog, entries
+from tidemark.catalog import catalog
 from tidemark.kv.keys import index_span
+from tidemark.storage import engine as storage_engine
 
 
 @pytest.mark.parametrize("damage", [None, "missing", "extra", "different"])
 def test_a_damaged_index_is_rebuilt_and_a_sound_one_left_alone(tmp_path, monkeypatch, damage):
-    monkeypatch.setattr(restore, "_VALIDATE_BATCH", 9)  # several batches
-    monkeypatch.setattr(entries, "_BATCH", 7)
+    monkeypatch.setattr(storage_engine, "SCAN_BATCH", 7)  # several batches
     with tidemark.connect(tmp_path / "s") as conn:
         conn.execute("CREATE TABLE t (id INT PRIMARY KEY, g INT, INDEX t_g (g))")
         conn.execute("INSERT INTO t VALUES " + ", ".join(f"({i}, {i % 4})" for i in range(50)))

@@ -7,11 +7,12 @@ import pytest
 import tidemark
 from tidemark.catalog import catalog, entries
 from tidemark.kv.keys import index_span
+from tidemark.storage import engine as storage_engine
 
 
 @pytest.fixture
 def table(tmp_path, monkeypatch):
-    monkeypatch.setattr(entries, "_BATCH", 7)  # several batches of the primary
+    monkeypatch.setattr(storage_engine, "SCAN_BATCH", 7)  # several batches of the primary
     conn = tidemark.connect(tmp_path / "s")
     conn.execute("CREATE TABLE t (id INT PRIMARY KEY, g INT, s STRING, INDEX t_g (g) "
                  "STORING (s))")

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from tidemark import native
 from tidemark.catalog import fingerprint
+from tidemark.storage import engine as storage_engine
 from tidemark.storage.engine import Span, Window
 from tidemark.storage.sqlite import (
     SQLiteEngine,
@@ -144,7 +145,7 @@ def test_span_fingerprint_in_c_equals_python_at_every_time(tmp_path, monkeypatch
         times.append(engine.commit([(key[i], b"v2") for i in range(0, 500, 6)],
                                    engine.frontier()))
         engine.close_timestamp(times[-1])
-        monkeypatch.setattr(fingerprint, "_BATCH", 37)
+        monkeypatch.setattr(storage_engine, "SCAN_BATCH", 37)
         for ts in (times[0] - 1, *times):
             want = fingerprint.fingerprint(engine.scan(span.start, span.end, ts), len(prefix))
             assert engine.fingerprint(span, ts, len(prefix)) == want

@@ -76,7 +76,6 @@ import contextlib
 import functools
 import re
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,7 +116,8 @@ from tidemark.cloud.codec import (
 from tidemark.cloud.storage import ExternalStorage
 from tidemark.cluster.versions import BINARY_VERSION, Version
 from tidemark.errors import SettingError, TidemarkError
-from tidemark.kv.keys import decode_index_prefix, index_prefix, index_span, prefix_end
+from tidemark.kv.keys import decode_index_prefix, index_span
+from tidemark.storage.engine import scan_batches
 
 __all__ = [
     "CHECKS",
@@ -1132,19 +1132,6 @@ def _check_restored(chain: _ChainCheck, conn: Any, k: int, new_db: str,
         chain.ran(d, "deep.fingerprint", f'"{tname}": {compared} index fingerprint(s) compared')
 
 
-_SCAN_BATCH = 50_000
-
-
-def _scan(engine: Any, prefix: bytes, ts: int) -> Iterator[list[tuple[bytes, bytes]]]:
-    start, end = prefix, prefix_end(prefix)
-    while True:
-        batch = engine.scan(start, end, ts, limit=_SCAN_BATCH)
-        if not batch:
-            return
-        yield batch
-        start = batch[-1][0] + b"\x00"
-
-
 def _compare_index(engine: Any, table: TableDescriptor, index: Index, ts: int
                    ) -> tuple[int, int, int]:
     """(missing, extra, different) entries of ``index`` against what the primary derives.
@@ -1157,10 +1144,10 @@ def _compare_index(engine: Any, table: TableDescriptor, index: Index, ts: int
         return 0, 0, 0
     derive = entries_from_primary(table, index)
     expected: dict[bytes, bytes] = {}
-    for batch in _scan(engine, index_prefix(table.id, table.primary_index.id), ts):
+    for batch in scan_batches(engine, *index_span(table.id, table.primary_index.id), ts):
         expected.update(derive(batch))
     extra = different = 0
-    for batch in _scan(engine, index_prefix(table.id, index.id), ts):
+    for batch in scan_batches(engine, *index_span(table.id, index.id), ts):
         for key, value in batch:
             want = expected.pop(key, None)
             if want is None:

@@ -63,7 +63,7 @@ from tidemark.jobs.registry import JobContext, protection_owner, register_resume
 from tidemark.kv.keys import decode_datums, index_span, prefix_end, table_prefix
 from tidemark.kv.system import PRIMARY_INDEX_ID
 from tidemark.kv.txn import Txn
-from tidemark.storage.engine import Span
+from tidemark.storage.engine import Span, scan_batches
 from tidemark.storage.sqlite import build_overlay, export_live_count, read_export
 
 __all__ = ["PAUSE_AFTER_FIRST_CHUNK", "PAUSE_MID_SPAN", "RESTORE", "RestoreDetails",
@@ -73,7 +73,6 @@ RESTORE = "RESTORE"
 PAUSE_AFTER_FIRST_CHUNK = "restore.after_first_chunk"
 PAUSE_MID_SPAN = "restore.mid_span"
 _READ_SIZE = 1 << 20
-_VALIDATE_BATCH = 50_000
 # Settings a full-cluster restore leaves as they are: switches for tests and debugging.
 NOT_RESTORED_PREFIXES = ("testing.", "jobs.debug.")
 
@@ -430,10 +429,8 @@ class RestoreResumer:
         engine.delete_range(*index_span(table.id, index.id))
         ts = engine.frontier()
         derive = entries_from_primary(table, index)
-        start, end = index_span(table.id, table.primary_index.id)
-        while batch := engine.scan(start, end, ts, limit=_VALIDATE_BATCH):
+        for batch in scan_batches(engine, *index_span(table.id, table.primary_index.id), ts):
             engine.ingest(derive(batch))
-            start = batch[-1][0] + b"\x00"
         return True
 
     def _publish(self, txn: Txn) -> None:

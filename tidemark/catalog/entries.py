@@ -23,7 +23,7 @@ from tidemark.catalog.descriptors import Index, IndexState, TableDescriptor
 from tidemark.catalog.rowcodec import decoder as decode
 from tidemark.catalog.rowcodec import encode_columns
 from tidemark.kv.keys import datum_bytes, encode_key, index_prefix, index_span
-from tidemark.storage.engine import Engine, Span
+from tidemark.storage.engine import Engine, Span, scan_batches
 
 Row = Mapping[int, object]
 _first = operator.itemgetter(0)
@@ -156,8 +156,6 @@ def entries_from_primary(table: TableDescriptor, index: Index
     return batch
 
 
-_BATCH = 50_000
-
 
 def index_matches_primary(engine: Engine, table: TableDescriptor, index: Index, ts: int
                           ) -> bool:
@@ -167,12 +165,10 @@ def index_matches_primary(engine: Engine, table: TableDescriptor, index: Index, 
     derive = entries_from_primary(table, index)
     plen = len(index_prefix(table.id, index.id))
     expected = count = 0
-    start, end = index_span(table.id, table.primary_index.id)
-    while batch := engine.scan(start, end, ts, limit=_BATCH):
+    for batch in scan_batches(engine, *index_span(table.id, table.primary_index.id), ts):
         entries = derive(batch)
         expected = (expected + fingerprint.fingerprint(entries, plen)) & fingerprint.MASK
         count += len(entries)
-        start = batch[-1][0] + b"\x00"
     span = Span(*index_span(table.id, index.id))
     return engine.count_live(span.start, span.end, ts) == count and \
         fingerprint.span_fingerprint(engine, span, ts, plen) == expected

@@ -11,10 +11,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from tidemark.storage.engine import Engine, Span
+from tidemark.storage.engine import Engine, Span, scan_batches
 
 MASK = (1 << 64) - 1
-_BATCH = 50_000
 
 
 def entry_hash(suffix: bytes, value: bytes) -> int:
@@ -50,8 +49,7 @@ def span_fingerprint(engine: Engine, span: Span, ts: int, prefix_len: int) -> in
     fp = engine.fingerprint(span, ts, prefix_len)
     if fp is not None:
         return fp
-    total, start = 0, span.start
-    while batch := engine.scan(start, span.end, ts, limit=_BATCH):
+    total = 0
+    for batch in scan_batches(engine, span.start, span.end, ts):
         total = (total + fingerprint(batch, prefix_len)) & MASK
-        start = batch[-1][0] + b"\x00"
     return total

@@ -373,8 +373,8 @@ def run_restore(session: Session, stmt: ast.Restore, params: Sequence[Any]) -> R
         settings = [SourceFile(layers[k].dir, f) for k, f in
                     files_for(layers, MSpan(*SETTINGS_SPAN), "the cluster settings")]
 
-    restorable = {i: t for i, t in tables.items() if t.state is not DescState.DROP and not
-                  (t.state is DescState.OFFLINE and t.offline_reason == RESTORING)}
+    restorable = {i: t for i, t in tables.items()
+                  if not (t.state is DescState.OFFLINE and t.offline_reason == RESTORING)}
 
     def plan(txn: Txn) -> RestoreDetails:
         chosen: list[tuple[TableDescriptor, str]] = []  # (old table, destination db name)

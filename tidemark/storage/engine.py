@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 KEY_MAX = b"\xff\xff\xff\xff"  # sorts after every key the key codec produces
+SCAN_BATCH = 50_000  # keys per batch of scan_batches
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -180,3 +181,12 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def scan_batches(engine: Engine, start: bytes, end: bytes, ts: int
+                 ) -> Iterator[list[tuple[bytes, bytes]]]:
+    """What a read of ``[start, end)`` at ``ts`` sees, in key order, ``SCAN_BATCH`` keys at a
+    time: memory stays at a batch, however big the span. Does not check ``ts``."""
+    while batch := engine.scan(start, end, ts, limit=SCAN_BATCH):
+        yield batch
+        start = batch[-1][0] + b"\x00"
